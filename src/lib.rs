@@ -1,0 +1,29 @@
+//! pubsubd: a single-threaded, in-memory publish/subscribe server.
+//!
+//! The server is one `mio` poll loop that owns every socket. Tests and embedders
+//! start it with [`start`], learn its address, and stop it:
+//!
+//! ```no_run
+//! let mut config = pubsubd::Config::default();
+//! config.host = [127, 0, 0, 1].into();
+//! config.port = 0;
+//! let server = pubsubd::start(config).unwrap();
+//! println!("listening on {}", server.local_addr());
+//! server.shutdown().unwrap();
+//! ```
+
+pub mod bench;
+pub mod broker;
+pub mod cli;
+pub mod clock;
+pub mod config;
+mod conn;
+pub mod http;
+mod metrics;
+mod outbound;
+pub mod protocol;
+mod server;
+mod timers;
+
+pub use config::{Config, ConfigError, OverflowPolicy};
+pub use server::{ServerHandle, run, start};

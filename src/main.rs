@@ -1,0 +1,48 @@
+use std::process::ExitCode;
+
+use pubsubd::{Config, ConfigError};
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("bench") => {
+            args.remove(0);
+            pubsubd::bench::main(args)
+        }
+        Some(cmd) if pubsubd::cli::COMMANDS.contains(&cmd) => pubsubd::cli::main(args),
+        Some("serve") => {
+            args.remove(0);
+            serve(args)
+        }
+        _ => serve(args),
+    }
+}
+
+fn serve(args: Vec<String>) -> ExitCode {
+    let config = match Config::from_env_and_args(args) {
+        Ok(config) => config,
+        Err(ConfigError::Help) => {
+            print!("{}", pubsubd::config::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            eprintln!("pubsubd: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let _ = simplelog::TermLogger::init(
+        config.log_level,
+        simplelog::ConfigBuilder::new()
+            .set_time_format_rfc3339()
+            .build(),
+        simplelog::TerminalMode::Stderr,
+        simplelog::ColorChoice::Never,
+    );
+    match pubsubd::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("pubsubd: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
