@@ -1,1 +1,477 @@
-//! (being written)
+//! Topics, subscriptions, history and counters: plain owned data, no I/O.
+//!
+//! Methods take plain inputs and return what must be sent to whom; the server
+//! loop does the sending. Connections are named by [`ConnId`], which carries a
+//! generation so that a recycled slab slot never inherits a subscription.
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+/// A connection: slab key in the low 32 bits, generation in the high 32.
+pub type ConnId = u64;
+
+/// One subscription held on a topic.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    pub conn: ConnId,
+    pub client_id: Box<str>,
+}
+
+#[derive(Debug, Default)]
+pub struct Topic {
+    /// Fan-out list: iterated once per publish.
+    subscribers: Vec<Subscriber>,
+    /// Position of each connection in `subscribers`.
+    position: HashMap<ConnId, usize>,
+    /// Which connection holds each client_id, for takeover.
+    by_client: HashMap<Box<str>, ConnId>,
+    /// The last `history` event frames, oldest first, shared with subscriber queues.
+    history: VecDeque<Bytes>,
+    /// Events published to the topic.
+    pub messages: u64,
+    /// Events dropped by the drop-oldest policy on this topic's subscribers.
+    pub dropped: u64,
+    /// Subscribers disconnected as slow consumers while receiving this topic.
+    pub slow_disconnects: u64,
+}
+
+impl Topic {
+    pub fn subscribers(&self) -> &[Subscriber] {
+        &self.subscribers
+    }
+
+    pub fn history(&self) -> &VecDeque<Bytes> {
+        &self.history
+    }
+
+    fn insert(&mut self, conn: ConnId, client_id: &str) {
+        self.position.insert(conn, self.subscribers.len());
+        self.subscribers.push(Subscriber {
+            conn,
+            client_id: client_id.into(),
+        });
+        self.by_client.insert(client_id.into(), conn);
+    }
+
+    /// Removes `conn`'s subscription; returns whether it held one.
+    fn remove(&mut self, conn: ConnId) -> bool {
+        let Some(i) = self.position.remove(&conn) else {
+            return false;
+        };
+        let gone = self.subscribers.swap_remove(i);
+        if let Some(moved) = self.subscribers.get(i) {
+            self.position.insert(moved.conn, i);
+        }
+        if self.by_client.get(&gone.client_id) == Some(&conn) {
+            self.by_client.remove(&gone.client_id);
+        }
+        true
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum BrokerError {
+    TopicNotFound,
+    TopicExists,
+}
+
+/// What a subscribe did.
+#[derive(Debug, Default)]
+pub struct Subscribed {
+    /// Another connection whose subscription with the same client_id was taken over.
+    pub replaced: Option<ConnId>,
+    /// History events to send after the ack, oldest first.
+    pub replay: Vec<Bytes>,
+}
+
+#[derive(Debug)]
+pub struct Broker {
+    topics: HashMap<Rc<str>, Topic>,
+    /// The topics each connection holds (names shared with the topic map).
+    held: HashMap<ConnId, Vec<Rc<str>>>,
+    history: usize,
+    auto_create: bool,
+    /// Subscriptions across all topics.
+    subscriptions: usize,
+}
+
+impl Broker {
+    pub fn new(history: usize, auto_create: bool) -> Self {
+        Broker {
+            topics: HashMap::new(),
+            held: HashMap::new(),
+            history,
+            auto_create,
+            subscriptions: 0,
+        }
+    }
+
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&Topic> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_mut(&mut self, name: &str) -> Option<&mut Topic> {
+        self.topics.get_mut(name)
+    }
+
+    /// Topics in name order.
+    pub fn topics(&self) -> Vec<(&str, &Topic)> {
+        let mut all: Vec<(&str, &Topic)> = self.topics.iter().map(|(n, t)| (&**n, t)).collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        all
+    }
+
+    pub fn create_topic(&mut self, name: &str) -> Result<(), BrokerError> {
+        if self.topics.contains_key(name) {
+            return Err(BrokerError::TopicExists);
+        }
+        self.topics.insert(name.into(), Topic::default());
+        Ok(())
+    }
+
+    /// Deletes a topic; returns the connections that were subscribed to it.
+    pub fn delete_topic(&mut self, name: &str) -> Result<Vec<ConnId>, BrokerError> {
+        let (key, topic) = self
+            .topics
+            .remove_entry(name)
+            .ok_or(BrokerError::TopicNotFound)?;
+        let conns: Vec<ConnId> = topic.subscribers.iter().map(|s| s.conn).collect();
+        for conn in &conns {
+            self.forget_held(*conn, &key);
+        }
+        self.subscriptions -= conns.len();
+        Ok(conns)
+    }
+
+    /// The topic for a publish or subscribe, created when auto-create is on.
+    fn resolve(&mut self, name: &str) -> Result<Rc<str>, BrokerError> {
+        if let Some((key, _)) = self.topics.get_key_value(name) {
+            return Ok(key.clone());
+        }
+        if !self.auto_create {
+            return Err(BrokerError::TopicNotFound);
+        }
+        let key: Rc<str> = name.into();
+        self.topics.insert(key.clone(), Topic::default());
+        Ok(key)
+    }
+
+    /// Whether a publish to `name` can go ahead (creating the topic if auto-create is on).
+    pub fn accept_publish(&mut self, name: &str) -> Result<(), BrokerError> {
+        self.resolve(name).map(|_| ())
+    }
+
+    /// Subscribes `conn` to `name` as `client_id`, replaying up to `last_n` kept events.
+    ///
+    /// A connection that already holds the topic keeps one delivery path and gets
+    /// no replay. A client_id held by another connection is taken over.
+    pub fn subscribe(
+        &mut self,
+        conn: ConnId,
+        name: &str,
+        client_id: &str,
+        last_n: u64,
+    ) -> Result<Subscribed, BrokerError> {
+        let key = self.resolve(name)?;
+        let topic = self
+            .topics
+            .get_mut(&key)
+            .ok_or(BrokerError::TopicNotFound)?;
+        let mut done = Subscribed::default();
+
+        let other = topic
+            .by_client
+            .get(client_id)
+            .copied()
+            .filter(|c| *c != conn);
+        if let Some(other) = other {
+            topic.remove(other);
+            done.replaced = Some(other);
+        }
+        if let Some(&i) = topic.position.get(&conn) {
+            // Same connection again: keep one path, follow a changed client_id.
+            let old = std::mem::replace(&mut topic.subscribers[i].client_id, client_id.into());
+            if topic.by_client.get(&old) == Some(&conn) {
+                topic.by_client.remove(&old);
+            }
+            topic.by_client.insert(client_id.into(), conn);
+        } else {
+            topic.insert(conn, client_id);
+            let n = (last_n.min(topic.history.len() as u64)) as usize;
+            done.replay = topic
+                .history
+                .iter()
+                .skip(topic.history.len() - n)
+                .cloned()
+                .collect();
+            self.subscriptions += 1;
+            self.held.entry(conn).or_default().push(key.clone());
+        }
+        if let Some(other) = done.replaced {
+            self.subscriptions -= 1;
+            self.forget_held(other, &key);
+        }
+        Ok(done)
+    }
+
+    /// Unsubscribes `conn` from `name`; idempotent for an existing topic.
+    pub fn unsubscribe(&mut self, conn: ConnId, name: &str) -> Result<(), BrokerError> {
+        let key = self
+            .topics
+            .get_key_value(name)
+            .ok_or(BrokerError::TopicNotFound)?
+            .0
+            .clone();
+        let held = self.topics.get_mut(&key).is_some_and(|t| t.remove(conn));
+        if held {
+            self.subscriptions -= 1;
+            self.forget_held(conn, &key);
+        }
+        Ok(())
+    }
+
+    /// Records a published event frame and returns the topic, whose
+    /// `subscribers()` are the connections to deliver it to.
+    pub fn publish(&mut self, name: &str, frame: Bytes) -> Result<&Topic, BrokerError> {
+        let history = self.history;
+        let topic = self
+            .topics
+            .get_mut(name)
+            .ok_or(BrokerError::TopicNotFound)?;
+        topic.messages += 1;
+        if history > 0 {
+            if topic.history.len() == history {
+                topic.history.pop_front();
+            }
+            topic.history.push_back(frame);
+        }
+        Ok(topic)
+    }
+
+    /// Removes every subscription of a connection that went away.
+    pub fn remove_conn(&mut self, conn: ConnId) {
+        let Some(held) = self.held.remove(&conn) else {
+            return;
+        };
+        for key in held {
+            if let Some(topic) = self.topics.get_mut(&key)
+                && topic.remove(conn)
+            {
+                self.subscriptions -= 1;
+            }
+        }
+    }
+
+    /// How many topics a connection holds.
+    pub fn held_by(&self, conn: ConnId) -> usize {
+        self.held.get(&conn).map_or(0, Vec::len)
+    }
+
+    fn forget_held(&mut self, conn: ConnId, key: &Rc<str>) {
+        if let Some(list) = self.held.get_mut(&conn) {
+            if let Some(i) = list.iter().position(|k| Rc::ptr_eq(k, key)) {
+                list.swap_remove(i);
+            }
+            if list.is_empty() {
+                self.held.remove(&conn);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u8) -> Bytes {
+        Bytes::from(vec![n])
+    }
+
+    fn targets(b: &Broker, topic: &str) -> Vec<ConnId> {
+        let mut v: Vec<ConnId> = b
+            .topic(topic)
+            .unwrap()
+            .subscribers()
+            .iter()
+            .map(|s| s.conn)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn history_is_a_ring_of_the_last_n() {
+        let mut b = Broker::new(3, false);
+        b.create_topic("t").unwrap();
+        for n in 1..=5 {
+            b.publish("t", frame(n)).unwrap();
+        }
+        let kept: Vec<u8> = b
+            .topic("t")
+            .unwrap()
+            .history()
+            .iter()
+            .map(|f| f[0])
+            .collect();
+        assert_eq!(kept, vec![3, 4, 5]);
+        assert_eq!(b.topic("t").unwrap().messages, 5);
+        let s = b.subscribe(1, "t", "c", 2).unwrap();
+        assert_eq!(
+            s.replay.iter().map(|f| f[0]).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        let s = b.subscribe(2, "t", "d", 100).unwrap();
+        assert_eq!(s.replay.len(), 3);
+        let s = b.subscribe(3, "t", "e", 0).unwrap();
+        assert!(s.replay.is_empty());
+    }
+
+    #[test]
+    fn zero_history_keeps_nothing() {
+        let mut b = Broker::new(0, false);
+        b.create_topic("t").unwrap();
+        b.publish("t", frame(1)).unwrap();
+        assert!(b.subscribe(1, "t", "c", 10).unwrap().replay.is_empty());
+    }
+
+    #[test]
+    fn fan_out_targets_follow_subscriptions() {
+        let mut b = Broker::new(10, false);
+        b.create_topic("a").unwrap();
+        b.create_topic("b").unwrap();
+        for conn in 1..=4 {
+            b.subscribe(conn, "a", &format!("c{conn}"), 0).unwrap();
+        }
+        b.subscribe(9, "b", "x", 0).unwrap();
+        assert_eq!(targets(&b, "a"), vec![1, 2, 3, 4]);
+        assert_eq!(targets(&b, "b"), vec![9]);
+        b.unsubscribe(2, "a").unwrap();
+        assert_eq!(targets(&b, "a"), vec![1, 3, 4]);
+        assert_eq!(b.subscription_count(), 4);
+        assert_eq!(
+            b.publish("missing", frame(0)).unwrap_err(),
+            BrokerError::TopicNotFound
+        );
+    }
+
+    #[test]
+    fn subscribing_twice_keeps_one_path() {
+        let mut b = Broker::new(10, false);
+        b.create_topic("t").unwrap();
+        b.publish("t", frame(1)).unwrap();
+        b.subscribe(1, "t", "c", 0).unwrap();
+        let again = b.subscribe(1, "t", "c", 5).unwrap();
+        assert!(again.replay.is_empty(), "no second replay on the same path");
+        assert_eq!(targets(&b, "t"), vec![1]);
+        assert_eq!(b.subscription_count(), 1);
+        assert_eq!(b.held_by(1), 1);
+    }
+
+    #[test]
+    fn client_id_on_another_connection_takes_over() {
+        let mut b = Broker::new(10, false);
+        b.create_topic("t").unwrap();
+        b.create_topic("u").unwrap();
+        b.subscribe(1, "t", "same", 0).unwrap();
+        b.subscribe(1, "u", "same", 0).unwrap();
+        let s = b.subscribe(2, "t", "same", 0).unwrap();
+        assert_eq!(s.replaced, Some(1));
+        assert_eq!(targets(&b, "t"), vec![2]);
+        // The takeover is per topic: conn 1 keeps "u".
+        assert_eq!(targets(&b, "u"), vec![1]);
+        assert_eq!(b.held_by(1), 1);
+        assert_eq!(b.subscription_count(), 2);
+        // Taking it back works the same way.
+        assert_eq!(b.subscribe(1, "t", "same", 0).unwrap().replaced, Some(2));
+        assert_eq!(b.held_by(2), 0);
+    }
+
+    #[test]
+    fn changed_client_id_on_the_same_connection_is_followed() {
+        let mut b = Broker::new(10, false);
+        b.create_topic("t").unwrap();
+        b.subscribe(1, "t", "old", 0).unwrap();
+        b.subscribe(1, "t", "new", 0).unwrap();
+        // "old" is free now: another connection takes nothing over with it.
+        assert_eq!(b.subscribe(2, "t", "old", 0).unwrap().replaced, None);
+        assert_eq!(b.subscribe(3, "t", "new", 0).unwrap().replaced, Some(1));
+    }
+
+    #[test]
+    fn unsubscribe_is_idempotent_but_needs_the_topic() {
+        let mut b = Broker::new(10, false);
+        b.create_topic("t").unwrap();
+        assert_eq!(b.unsubscribe(1, "t"), Ok(()));
+        b.subscribe(1, "t", "c", 0).unwrap();
+        assert_eq!(b.unsubscribe(1, "t"), Ok(()));
+        assert_eq!(b.unsubscribe(1, "t"), Ok(()));
+        assert_eq!(b.subscription_count(), 0);
+        assert_eq!(b.unsubscribe(1, "nope"), Err(BrokerError::TopicNotFound));
+    }
+
+    #[test]
+    fn removing_a_connection_removes_every_trace() {
+        let mut b = Broker::new(10, false);
+        for t in ["a", "b", "c"] {
+            b.create_topic(t).unwrap();
+            b.subscribe(7, t, "seven", 0).unwrap();
+            b.subscribe(8, t, "eight", 0).unwrap();
+        }
+        b.remove_conn(7);
+        assert_eq!(b.subscription_count(), 3);
+        assert_eq!(b.held_by(7), 0);
+        for t in ["a", "b", "c"] {
+            assert_eq!(targets(&b, t), vec![8]);
+            // The client_id is free again.
+            assert_eq!(b.subscribe(9, t, "seven", 0).unwrap().replaced, None);
+        }
+        b.remove_conn(7);
+        assert_eq!(b.subscription_count(), 6);
+    }
+
+    #[test]
+    fn deleting_a_topic_reports_and_forgets_its_subscribers() {
+        let mut b = Broker::new(10, false);
+        b.create_topic("t").unwrap();
+        b.create_topic("u").unwrap();
+        b.subscribe(1, "t", "a", 0).unwrap();
+        b.subscribe(2, "t", "b", 0).unwrap();
+        b.subscribe(1, "u", "a", 0).unwrap();
+        let mut gone = b.delete_topic("t").unwrap();
+        gone.sort_unstable();
+        assert_eq!(gone, vec![1, 2]);
+        assert_eq!(b.subscription_count(), 1);
+        assert_eq!(b.held_by(1), 1);
+        assert_eq!(b.held_by(2), 0);
+        assert_eq!(b.delete_topic("t"), Err(BrokerError::TopicNotFound));
+        assert_eq!(b.create_topic("u"), Err(BrokerError::TopicExists));
+        // A new topic of the same name starts empty.
+        b.create_topic("t").unwrap();
+        assert!(b.topic("t").unwrap().subscribers().is_empty());
+        assert_eq!(b.topic("t").unwrap().messages, 0);
+    }
+
+    #[test]
+    fn auto_create_makes_topics_on_demand() {
+        let mut off = Broker::new(10, false);
+        assert_eq!(
+            off.subscribe(1, "x", "c", 0).unwrap_err(),
+            BrokerError::TopicNotFound
+        );
+        assert_eq!(off.accept_publish("x"), Err(BrokerError::TopicNotFound));
+        let mut on = Broker::new(10, true);
+        on.subscribe(1, "x", "c", 0).unwrap();
+        on.accept_publish("y").unwrap();
+        assert_eq!(on.topic_count(), 2);
+    }
+}

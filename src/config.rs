@@ -268,9 +268,9 @@ impl Config {
             "keepalive-timeout" => self.keepalive_timeout = seconds(name, v)?,
             "max-body-size" => self.max_body_size = count(name, v, 256, 64 << 20)?,
             "log-level" => {
-                self.log_level = v.parse().map_err(|_| {
-                    setting(name, v, "one of off, error, warn, info, debug, trace")
-                })?
+                self.log_level = v
+                    .parse()
+                    .map_err(|_| setting(name, v, "one of off, error, warn, info, debug, trace"))?
             }
             _ => unreachable!("setting {name} is listed but not applied"),
         }
@@ -369,7 +369,10 @@ mod tests {
     fn bad_values_name_the_setting() {
         for (args, needle) in [
             (&["--port", "x"][..], "--port"),
-            (&["--overflow-policy", "nope"][..], "disconnect or drop-oldest"),
+            (
+                &["--overflow-policy", "nope"][..],
+                "disconnect or drop-oldest",
+            ),
             (&["--heartbeat", "0"][..], "--heartbeat"),
             (&["--history", "-1"][..], "--history"),
             (&["--log-level", "loud"][..], "--log-level"),

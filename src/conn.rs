@@ -1,1 +1,150 @@
-//! (being written)
+//! One client connection: its socket, its outbound queue, and its state
+//! (`Http` → `WebSocket` → `Closing`), each state owning its buffers.
+
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use bytes::Bytes;
+use mio::Interest;
+use mio::net::TcpStream;
+use tungstenite::protocol::WebSocketContext;
+
+use crate::broker::ConnId;
+use crate::config::Config;
+use crate::outbound::{Kind, Outbound};
+
+pub enum State {
+    Http(Http),
+    WebSocket(Box<WebSocketContext>),
+    Closing(Closing),
+}
+
+#[derive(Default)]
+pub struct Http {
+    /// Bytes of requests not yet handled.
+    pub buf: Vec<u8>,
+    /// When the request now arriving started (slow requests are cut off).
+    pub started: Option<Instant>,
+}
+
+pub struct Closing {
+    pub deadline: Instant,
+    /// Whatever is queued has been written and our side is shut: waiting for the peer's EOF.
+    pub lingering: bool,
+}
+
+pub struct Conn {
+    pub id: ConnId,
+    pub socket: TcpStream,
+    pub outbound: Outbound,
+    pub state: State,
+    /// Whether this connection upgraded to a WebSocket (counts by kind).
+    pub is_ws: bool,
+    /// Last time bytes arrived.
+    pub last_seen: Instant,
+    /// The earliest timer entry scheduled for this connection.
+    pub timer_at: Option<Instant>,
+    /// Interest currently registered with the poll.
+    pub interest: Interest,
+    /// The last write hit `WouldBlock`: wait for WRITABLE.
+    pub write_blocked: bool,
+    /// In the server's list of connections to flush this turn.
+    pub flush_queued: bool,
+    /// Reading stopped because the outbound queue is over its limit.
+    pub read_paused: bool,
+    /// Events dropped (drop-oldest) since the client was last told.
+    pub dropped: u64,
+    /// Marked for removal at the end of the turn.
+    pub dead: bool,
+}
+
+impl Conn {
+    pub fn new(id: ConnId, socket: TcpStream, now: Instant) -> Conn {
+        Conn {
+            id,
+            socket,
+            outbound: Outbound::default(),
+            state: State::Http(Http::default()),
+            is_ws: false,
+            last_seen: now,
+            timer_at: None,
+            interest: Interest::READABLE,
+            write_blocked: false,
+            flush_queued: false,
+            read_paused: false,
+            dropped: 0,
+            dead: false,
+        }
+    }
+
+    /// When this connection must be dealt with, derived from its state.
+    pub fn deadline(&self, config: &Config) -> Instant {
+        match &self.state {
+            State::Http(Http {
+                started: Some(t), ..
+            }) => *t + config.request_timeout,
+            State::Http(_) => self.last_seen + config.keepalive_timeout,
+            State::WebSocket(_) => self.last_seen + config.idle_timeout,
+            State::Closing(c) => c.deadline,
+        }
+    }
+
+    /// The interest this connection needs: always readable (requests, frames,
+    /// EOF), writable only while bytes wait on a full socket.
+    pub fn wanted_interest(&self) -> Interest {
+        if self.write_blocked {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        }
+    }
+
+    pub fn is_closing(&self) -> bool {
+        matches!(self.state, State::Closing(_))
+    }
+
+    /// Starts closing: stop reading requests, write what is queued, then shut down.
+    pub fn begin_closing(&mut self, deadline: Instant) {
+        if let State::Closing(c) = &mut self.state {
+            c.deadline = c.deadline.min(deadline);
+        } else {
+            self.state = State::Closing(Closing {
+                deadline,
+                lingering: false,
+            });
+        }
+    }
+
+    pub fn push(&mut self, bytes: Bytes, kind: Kind) {
+        self.outbound.push(bytes, kind);
+    }
+}
+
+/// The stream tungstenite reads from and writes to: reads come from the
+/// socket; writes (pongs, close replies) join the outbound queue in order.
+pub struct WsIo<'a> {
+    pub socket: &'a mut TcpStream,
+    pub outbound: &'a mut Outbound,
+    /// Bytes read through this adapter.
+    pub received: u64,
+}
+
+impl Read for WsIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.socket.read(buf)?;
+        self.received += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for WsIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.outbound
+            .push(Bytes::copy_from_slice(buf), Kind::Control);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

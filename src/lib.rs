@@ -22,8 +22,9 @@ pub mod http;
 mod metrics;
 mod outbound;
 pub mod protocol;
+mod rest;
 mod server;
 mod timers;
 
 pub use config::{Config, ConfigError, OverflowPolicy};
-pub use server::{ServerHandle, run, start};
+pub use server::{ServerHandle, Stopped, run, start};

@@ -39,7 +39,8 @@ fn serve(args: Vec<String>) -> ExitCode {
         simplelog::ColorChoice::Never,
     );
     match pubsubd::run(config) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(pubsubd::Stopped::Gracefully) => ExitCode::SUCCESS,
+        Ok(pubsubd::Stopped::Forced) => ExitCode::from(130),
         Err(err) => {
             eprintln!("pubsubd: {err}");
             ExitCode::FAILURE

@@ -1,1 +1,241 @@
-//! (being written)
+//! Server-wide counters and their Prometheus text exposition (format 0.0.4).
+
+use std::fmt::Write;
+
+/// Why a request or connection was refused; one counter each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejected {
+    BadRequest,
+    TopicNotFound,
+    Unauthorized,
+    MalformedHttp,
+    HeadersTooLarge,
+    BodyTooLarge,
+    ChunkedBody,
+    BadHandshake,
+    MessageTooBig,
+    InvalidUtf8,
+    ProtocolViolation,
+    MaxConnections,
+    RequestTimeout,
+    IdleTimeout,
+}
+
+impl Rejected {
+    pub const ALL: [Rejected; 14] = [
+        Rejected::BadRequest,
+        Rejected::TopicNotFound,
+        Rejected::Unauthorized,
+        Rejected::MalformedHttp,
+        Rejected::HeadersTooLarge,
+        Rejected::BodyTooLarge,
+        Rejected::ChunkedBody,
+        Rejected::BadHandshake,
+        Rejected::MessageTooBig,
+        Rejected::InvalidUtf8,
+        Rejected::ProtocolViolation,
+        Rejected::MaxConnections,
+        Rejected::RequestTimeout,
+        Rejected::IdleTimeout,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejected::BadRequest => "bad_request",
+            Rejected::TopicNotFound => "topic_not_found",
+            Rejected::Unauthorized => "unauthorized",
+            Rejected::MalformedHttp => "malformed_http",
+            Rejected::HeadersTooLarge => "headers_too_large",
+            Rejected::BodyTooLarge => "body_too_large",
+            Rejected::ChunkedBody => "chunked_body",
+            Rejected::BadHandshake => "bad_handshake",
+            Rejected::MessageTooBig => "message_too_big",
+            Rejected::InvalidUtf8 => "invalid_utf8",
+            Rejected::ProtocolViolation => "protocol_violation",
+            Rejected::MaxConnections => "max_connections",
+            Rejected::RequestTimeout => "request_timeout",
+            Rejected::IdleTimeout => "idle_timeout",
+        }
+    }
+
+    /// The reason for an HTTP status the server refused a request with.
+    pub fn from_status(status: u16) -> Rejected {
+        match status {
+            401 => Rejected::Unauthorized,
+            411 => Rejected::ChunkedBody,
+            413 => Rejected::BodyTooLarge,
+            431 => Rejected::HeadersTooLarge,
+            503 => Rejected::MaxConnections,
+            _ => Rejected::MalformedHttp,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub connections_accepted: u64,
+    pub published: u64,
+    /// Event frames queued to subscribers.
+    pub delivered: u64,
+    pub dropped: u64,
+    pub slow_consumer_disconnects: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub http_requests: u64,
+    rejected: [u64; Rejected::ALL.len()],
+}
+
+impl Counters {
+    pub fn reject(&mut self, why: Rejected) {
+        self.rejected[why as usize] += 1;
+    }
+
+    pub fn rejected(&self, why: Rejected) -> u64 {
+        self.rejected[why as usize]
+    }
+}
+
+/// Gauges read at scrape time.
+pub struct Gauges {
+    pub http_connections: usize,
+    pub ws_connections: usize,
+    pub subscriptions: usize,
+    pub topics: usize,
+    pub uptime_seconds: f64,
+}
+
+/// Renders every metric in the Prometheus text format.
+pub fn render(c: &Counters, g: &Gauges) -> String {
+    let mut out = String::with_capacity(4096);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    metric(
+        "pubsubd_connections",
+        "gauge",
+        "Open client connections by kind.",
+        &[
+            ("{kind=\"http\"}", g.http_connections as f64),
+            ("{kind=\"websocket\"}", g.ws_connections as f64),
+        ],
+    );
+    metric(
+        "pubsubd_connections_accepted_total",
+        "counter",
+        "Connections accepted since start.",
+        &[("", c.connections_accepted as f64)],
+    );
+    metric(
+        "pubsubd_subscriptions",
+        "gauge",
+        "Subscriptions held across all topics.",
+        &[("", g.subscriptions as f64)],
+    );
+    metric(
+        "pubsubd_topics",
+        "gauge",
+        "Topics that exist.",
+        &[("", g.topics as f64)],
+    );
+    metric(
+        "pubsubd_messages_published_total",
+        "counter",
+        "Events accepted from publishers.",
+        &[("", c.published as f64)],
+    );
+    metric(
+        "pubsubd_messages_delivered_total",
+        "counter",
+        "Events queued to subscribers.",
+        &[("", c.delivered as f64)],
+    );
+    metric(
+        "pubsubd_messages_dropped_total",
+        "counter",
+        "Events dropped by the drop-oldest overflow policy.",
+        &[("", c.dropped as f64)],
+    );
+    metric(
+        "pubsubd_slow_consumer_disconnects_total",
+        "counter",
+        "Connections closed because their outbound buffer overflowed.",
+        &[("", c.slow_consumer_disconnects as f64)],
+    );
+    metric(
+        "pubsubd_received_bytes_total",
+        "counter",
+        "Bytes read from client sockets.",
+        &[("", c.bytes_in as f64)],
+    );
+    metric(
+        "pubsubd_sent_bytes_total",
+        "counter",
+        "Bytes written to client sockets.",
+        &[("", c.bytes_out as f64)],
+    );
+    metric(
+        "pubsubd_http_requests_total",
+        "counter",
+        "HTTP requests parsed (REST and WebSocket handshakes).",
+        &[("", c.http_requests as f64)],
+    );
+    let labels: Vec<String> = Rejected::ALL
+        .iter()
+        .map(|r| format!("{{reason=\"{}\"}}", r.label()))
+        .collect();
+    let samples: Vec<(&str, f64)> = Rejected::ALL
+        .iter()
+        .zip(&labels)
+        .map(|(r, l)| (l.as_str(), c.rejected(*r) as f64))
+        .collect();
+    metric(
+        "pubsubd_rejected_total",
+        "counter",
+        "Requests, messages and connections refused, by reason.",
+        &samples,
+    );
+    metric(
+        "pubsubd_uptime_seconds",
+        "gauge",
+        "Seconds since the server started.",
+        &[("", (g.uptime_seconds * 1000.0).round() / 1000.0)],
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_help_type_and_samples() {
+        let mut c = Counters {
+            published: 3,
+            ..Counters::default()
+        };
+        c.reject(Rejected::BadRequest);
+        c.reject(Rejected::BadRequest);
+        let g = Gauges {
+            http_connections: 1,
+            ws_connections: 2,
+            subscriptions: 4,
+            topics: 5,
+            uptime_seconds: 1.5,
+        };
+        let text = render(&c, &g);
+        assert!(text.contains(
+            "# TYPE pubsubd_messages_published_total counter\npubsubd_messages_published_total 3\n"
+        ));
+        assert!(text.contains("pubsubd_connections{kind=\"websocket\"} 2\n"));
+        assert!(text.contains("pubsubd_rejected_total{reason=\"bad_request\"} 2\n"));
+        assert!(text.contains("pubsubd_uptime_seconds 1.5\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').unwrap();
+            value.parse::<f64>().unwrap();
+        }
+    }
+}

@@ -1,1 +1,335 @@
-//! (being written)
+//! A connection's outbound queue of encoded bytes, and server-side WebSocket
+//! frame encoding. Event frames are built once per publish and shared by every
+//! subscriber's queue (`Bytes` clones are reference-count bumps).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+
+use bytes::Bytes;
+
+/// Whether queued bytes may be dropped by the `drop-oldest` policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A published event: droppable while it has not started to go out.
+    Event,
+    /// Answers, errors, info, pings, close frames and HTTP responses: never dropped.
+    Control,
+}
+
+#[derive(Debug)]
+struct Chunk {
+    bytes: Bytes,
+    kind: Kind,
+}
+
+/// The outcome of one flush attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flush {
+    /// Everything queued was written.
+    Drained,
+    /// The socket is full: bytes remain until it is writable again.
+    Pending,
+    /// The per-call cap was reached: bytes remain, and the socket may take more.
+    Capped,
+    /// The peer is gone.
+    Closed,
+}
+
+/// Slices handed to one `writev`.
+const MAX_IOV: usize = 64;
+
+#[derive(Debug, Default)]
+pub struct Outbound {
+    queue: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    offset: usize,
+    /// Bytes queued and not yet written.
+    len: usize,
+}
+
+impl Outbound {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn push(&mut self, bytes: Bytes, kind: Kind) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.len += bytes.len();
+        self.queue.push_back(Chunk { bytes, kind });
+    }
+
+    /// Drops the oldest events that have not started to go out until `incoming`
+    /// more bytes fit under `limit`, or no droppable event is left. Returns how
+    /// many events were dropped.
+    pub fn drop_oldest_events(&mut self, incoming: usize, limit: usize) -> usize {
+        let mut dropped = 0;
+        // The front chunk has started to go out when offset > 0: never cut a frame.
+        let mut i = usize::from(self.offset > 0);
+        while self.len + incoming > limit && i < self.queue.len() {
+            if self.queue[i].kind == Kind::Event {
+                if let Some(chunk) = self.queue.remove(i) {
+                    self.len -= chunk.bytes.len();
+                    dropped += 1;
+                }
+            } else {
+                i += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Writes queued bytes with vectored writes until the queue is empty, the
+    /// socket would block, or `cap` bytes went out in this call.
+    pub fn flush_to<W: Write>(&mut self, sink: &mut W, cap: usize) -> Flush {
+        let mut written_total = 0;
+        while self.len > 0 {
+            if written_total >= cap {
+                return Flush::Capped;
+            }
+            let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for (i, chunk) in self.queue.iter().take(MAX_IOV).enumerate() {
+                let start = if i == 0 { self.offset } else { 0 };
+                slices[n] = IoSlice::new(&chunk.bytes[start..]);
+                n += 1;
+            }
+            match sink.write_vectored(&slices[..n]) {
+                Ok(0) => return Flush::Closed,
+                Ok(written) => {
+                    written_total += written;
+                    self.consume(written);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Pending,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Flush::Closed,
+            }
+        }
+        self.release();
+        Flush::Drained
+    }
+
+    fn consume(&mut self, mut written: usize) {
+        self.len -= written;
+        while written > 0 {
+            let Some(front) = self.queue.front() else {
+                break;
+            };
+            let left = front.bytes.len() - self.offset;
+            if written >= left {
+                written -= left;
+                self.offset = 0;
+                self.queue.pop_front();
+            } else {
+                self.offset += written;
+                written = 0;
+            }
+        }
+    }
+
+    /// Gives back the memory of a queue that once held a burst.
+    fn release(&mut self) {
+        if self.queue.capacity() > 256 {
+            self.queue = VecDeque::new();
+        }
+    }
+}
+
+/// Room kept in front of a frame's payload for the largest server header.
+const HEADER_ROOM: usize = 10;
+
+/// Builds one server-to-client text frame in a single buffer: the JSON is
+/// written after reserved header room, and the header is filled in at the end.
+pub struct FrameBuilder {
+    buf: Vec<u8>,
+}
+
+impl FrameBuilder {
+    pub fn with_capacity(payload: usize) -> Self {
+        let mut buf = Vec::with_capacity(HEADER_ROOM + payload);
+        buf.extend_from_slice(&[0; HEADER_ROOM]);
+        FrameBuilder { buf }
+    }
+
+    /// The payload written so far; append JSON to it.
+    pub fn payload(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// A final text frame (FIN, opcode 1, unmasked).
+    pub fn text(self) -> Bytes {
+        self.finish(0x81)
+    }
+
+    fn finish(mut self, first: u8) -> Bytes {
+        let len = self.buf.len() - HEADER_ROOM;
+        let start = match len {
+            0..=125 => {
+                self.buf[8] = first;
+                self.buf[9] = len as u8;
+                8
+            }
+            126..=65535 => {
+                self.buf[6] = first;
+                self.buf[7] = 126;
+                self.buf[8..10].copy_from_slice(&(len as u16).to_be_bytes());
+                6
+            }
+            _ => {
+                self.buf[0] = first;
+                self.buf[1] = 127;
+                self.buf[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+                0
+            }
+        };
+        Bytes::from(self.buf).slice(start..)
+    }
+}
+
+/// A text frame holding `json`.
+#[cfg(test)]
+pub fn text_frame(json: &[u8]) -> Bytes {
+    let mut frame = FrameBuilder::with_capacity(json.len());
+    frame.payload().extend_from_slice(json);
+    frame.text()
+}
+
+/// A close frame with a status code and a short reason (at most 123 bytes).
+pub fn close_frame(code: u16, reason: &str) -> Bytes {
+    let mut reason_len = reason.len().min(123);
+    while !reason.is_char_boundary(reason_len) {
+        reason_len -= 1;
+    }
+    let mut frame = FrameBuilder::with_capacity(2 + reason_len);
+    frame.payload().extend_from_slice(&code.to_be_bytes());
+    frame
+        .payload()
+        .extend_from_slice(&reason.as_bytes()[..reason_len]);
+    frame.finish(0x88)
+}
+
+/// An empty ping frame.
+pub fn ping_frame() -> Bytes {
+    Bytes::from_static(&[0x89, 0x00])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame_of(kind: Kind, n: usize) -> (Bytes, Kind) {
+        (Bytes::from(vec![b'x'; n]), kind)
+    }
+
+    /// A sink that takes at most `room` bytes, then blocks.
+    struct Sink {
+        room: usize,
+        got: Vec<u8>,
+    }
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn frame_headers_by_length() {
+        assert_eq!(&text_frame(b"{}")[..], &[0x81, 2, b'{', b'}']);
+        let f = text_frame(&[b'a'; 200]);
+        assert_eq!(&f[..4], &[0x81, 126, 0, 200]);
+        assert_eq!(f.len(), 204);
+        let f = text_frame(&vec![b'a'; 70_000]);
+        assert_eq!(f[1], 127);
+        assert_eq!(u64::from_be_bytes(f[2..10].try_into().unwrap()), 70_000);
+        assert_eq!(f.len(), 70_010);
+        assert_eq!(
+            &close_frame(1008, "slow")[..],
+            &[0x88, 6, 0x03, 0xF0, b's', b'l', b'o', b'w']
+        );
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        let mut out = Outbound::default();
+        out.push(Bytes::from_static(b"hello "), Kind::Control);
+        out.push(Bytes::from_static(b"world"), Kind::Event);
+        let mut sink = Sink {
+            room: 4,
+            got: Vec::new(),
+        };
+        assert_eq!(out.flush_to(&mut sink, usize::MAX), Flush::Pending);
+        assert_eq!(out.len(), 7);
+        sink.room = 100;
+        assert_eq!(out.flush_to(&mut sink, usize::MAX), Flush::Drained);
+        assert_eq!(sink.got, b"hello world");
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn per_call_cap_leaves_the_rest_pending() {
+        let mut out = Outbound::default();
+        for _ in 0..10 {
+            let (b, k) = frame_of(Kind::Event, 100);
+            out.push(b, k);
+        }
+        // A sink that takes one slice at a time, like a real socket under pressure.
+        struct OneAtATime(Vec<u8>);
+        impl Write for OneAtATime {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut sink = OneAtATime(Vec::new());
+        assert_eq!(out.flush_to(&mut sink, 250), Flush::Capped);
+        assert_eq!(sink.0.len(), 300);
+        assert_eq!(out.len(), 700);
+    }
+
+    #[test]
+    fn drop_oldest_spares_control_and_started_frames() {
+        let mut out = Outbound::default();
+        for (b, k) in [
+            frame_of(Kind::Event, 10),
+            frame_of(Kind::Control, 10),
+            frame_of(Kind::Event, 10),
+            frame_of(Kind::Event, 10),
+        ] {
+            out.push(b, k);
+        }
+        // Start writing the first event: it may no longer be dropped.
+        let mut sink = Sink {
+            room: 3,
+            got: Vec::new(),
+        };
+        out.flush_to(&mut sink, usize::MAX);
+        assert_eq!(out.len(), 37);
+        // Need room for 10 more under a limit of 30: drop events 2 and 3 (not the started one).
+        let dropped = out.drop_oldest_events(10, 30);
+        assert_eq!(dropped, 2);
+        assert_eq!(out.len(), 17);
+        // Nothing droppable is left: the queue stays over the limit and says so.
+        assert_eq!(out.drop_oldest_events(100, 30), 0);
+        sink.room = 100;
+        out.flush_to(&mut sink, usize::MAX);
+        assert_eq!(sink.got.len(), 20);
+    }
+}

@@ -1,0 +1,166 @@
+//! The REST routes of `protocol.md` §5, as functions of the broker. No I/O.
+
+use serde_json::json;
+
+use crate::broker::{Broker, BrokerError, ConnId};
+use crate::http::{self, Request};
+use crate::metrics::{self, Counters, Gauges};
+use crate::protocol::valid_topic;
+
+/// A route's answer.
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    pub allow: Option<&'static str>,
+    /// A deleted topic and the connections subscribed to it, to be told.
+    pub deleted: Option<(String, Vec<ConnId>)>,
+}
+
+impl Reply {
+    fn json(status: u16, body: serde_json::Value) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: body.to_string().into_bytes(),
+            allow: None,
+            deleted: None,
+        }
+    }
+
+    fn error(status: u16, message: &str) -> Reply {
+        Reply::json(status, json!({ "error": message }))
+    }
+
+    fn not_allowed(allow: &'static str) -> Reply {
+        Reply {
+            allow: Some(allow),
+            ..Reply::error(405, &format!("method not allowed: use {allow}"))
+        }
+    }
+}
+
+/// What the routes read besides the broker.
+pub struct View<'a> {
+    pub counters: &'a Counters,
+    pub gauges: Gauges,
+}
+
+pub fn route(req: &Request, broker: &mut Broker, view: &View<'_>) -> Reply {
+    let method = req.method.as_str();
+    match req.path.as_str() {
+        "/topics" => match method {
+            "GET" => list_topics(broker),
+            "POST" => create_topic(&req.body, broker),
+            _ => Reply::not_allowed("GET, POST"),
+        },
+        "/health" => match method {
+            "GET" => Reply::json(
+                200,
+                json!({
+                    "status": "ok",
+                    "uptime_sec": view.gauges.uptime_seconds as u64,
+                    "topics": broker.topic_count(),
+                    "subscribers": broker.subscription_count(),
+                    "connections": view.gauges.http_connections + view.gauges.ws_connections,
+                }),
+            ),
+            _ => Reply::not_allowed("GET"),
+        },
+        "/stats" => match method {
+            "GET" => stats(broker, view),
+            _ => Reply::not_allowed("GET"),
+        },
+        "/metrics" => match method {
+            "GET" => Reply {
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: metrics::render(view.counters, &view.gauges).into_bytes(),
+                ..Reply::json(200, json!(null))
+            },
+            _ => Reply::not_allowed("GET"),
+        },
+        path => match path.strip_prefix("/topics/") {
+            Some(name) => match method {
+                "DELETE" => delete_topic(name, broker),
+                _ => Reply::not_allowed("DELETE"),
+            },
+            None => Reply::error(404, "not found"),
+        },
+    }
+}
+
+fn list_topics(broker: &Broker) -> Reply {
+    let topics: Vec<_> = broker
+        .topics()
+        .into_iter()
+        .map(|(name, t)| json!({ "name": name, "subscribers": t.subscribers().len() }))
+        .collect();
+    Reply::json(200, json!({ "topics": topics }))
+}
+
+fn create_topic(body: &[u8], broker: &mut Broker) -> Reply {
+    let value: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return Reply::error(400, &format!("invalid JSON body: {e}")),
+    };
+    let Some(name) = value.get("name").and_then(|n| n.as_str()) else {
+        return Reply::error(400, "body must be an object with a string field 'name'");
+    };
+    if !valid_topic(name) {
+        return Reply::error(
+            400,
+            "invalid topic name: use 1 to 255 characters from A-Z a-z 0-9 . _ - :",
+        );
+    }
+    match broker.create_topic(name) {
+        Ok(()) => Reply::json(201, json!({ "status": "created", "topic": name })),
+        Err(_) => Reply::error(409, "topic already exists"),
+    }
+}
+
+fn delete_topic(raw_name: &str, broker: &mut Broker) -> Reply {
+    let Some(name) = http::percent_decode(raw_name) else {
+        return Reply::error(404, "topic not found");
+    };
+    match broker.delete_topic(&name) {
+        Ok(conns) => Reply {
+            deleted: Some((name.clone(), conns)),
+            ..Reply::json(200, json!({ "status": "deleted", "topic": name }))
+        },
+        Err(BrokerError::TopicNotFound | BrokerError::TopicExists) => {
+            Reply::error(404, "topic not found")
+        }
+    }
+}
+
+fn stats(broker: &Broker, view: &View<'_>) -> Reply {
+    let mut topics = serde_json::Map::new();
+    for (name, t) in broker.topics() {
+        topics.insert(
+            name.to_string(),
+            json!({
+                "messages": t.messages,
+                "subscribers": t.subscribers().len(),
+                "dropped": t.dropped,
+                "slow_consumer_disconnects": t.slow_disconnects,
+            }),
+        );
+    }
+    let c = view.counters;
+    Reply::json(
+        200,
+        json!({
+            "topics": topics,
+            "totals": {
+                "connections": view.gauges.http_connections + view.gauges.ws_connections,
+                "websocket_connections": view.gauges.ws_connections,
+                "subscriptions": broker.subscription_count(),
+                "published": c.published,
+                "delivered": c.delivered,
+                "dropped": c.dropped,
+                "slow_consumer_disconnects": c.slow_consumer_disconnects,
+            },
+            "uptime_sec": view.gauges.uptime_seconds as u64,
+        }),
+    )
+}
