@@ -735,6 +735,12 @@ impl Server {
                 return;
             }
             E::Protocol(_) => (1002, "protocol error", Rejected::ProtocolViolation),
+            // The close handshake finished: the closing path flushes the reply.
+            E::ConnectionClosed | E::AlreadyClosed
+                if self.conns.get(key).is_some_and(Conn::is_closing) =>
+            {
+                return;
+            }
             // Closed, reset, or any other I/O failure: the peer is gone.
             _ => {
                 self.kill(key);
