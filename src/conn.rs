@@ -120,19 +120,45 @@ impl Conn {
     }
 }
 
-/// The stream tungstenite reads from and writes to: reads come from the
-/// socket; writes (pongs, close replies) join the outbound queue in order.
+/// The stream tungstenite reads from and writes to.
+///
+/// Reads take the socket in large chunks into the loop's shared scratch buffer
+/// and hand tungstenite small pieces, so tungstenite's own per-connection
+/// buffer stays small without costing a syscall per small read. Writes (pongs,
+/// close replies) join the outbound queue in order.
 pub struct WsIo<'a> {
     pub socket: &'a mut TcpStream,
     pub outbound: &'a mut Outbound,
-    /// Bytes read through this adapter.
+    pub scratch: &'a mut [u8],
+    /// Unread bytes of `scratch` are `pos..end`.
+    pub pos: usize,
+    pub end: usize,
+    /// Bytes taken from the socket.
     pub received: u64,
+    /// Past this many queued outbound bytes, stop taking requests from the socket.
+    pub outbound_limit: usize,
+    /// Reading stopped because the outbound queue is over its limit.
+    pub paused: bool,
 }
 
 impl Read for WsIo<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.socket.read(buf)?;
-        self.received += n as u64;
+        if self.pos == self.end {
+            if self.outbound.len() > self.outbound_limit {
+                self.paused = true;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = self.socket.read(self.scratch)?;
+            self.received += n as u64;
+            self.pos = 0;
+            self.end = n;
+            if n == 0 {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.end - self.pos);
+        buf[..n].copy_from_slice(&self.scratch[self.pos..self.pos + n]);
+        self.pos += n;
         Ok(n)
     }
 }

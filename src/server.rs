@@ -38,7 +38,7 @@ const WRITE_CAP: usize = 1 << 20;
 /// Client messages read from one WebSocket before they are dispatched.
 const READ_BATCH: usize = 64;
 /// tungstenite's per-connection read buffer (its default is 128 KiB).
-const WS_READ_BUFFER: usize = 4 << 10;
+const WS_READ_BUFFER: usize = 512;
 /// How long a closing connection may take to read our last bytes and hang up.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
@@ -675,21 +675,25 @@ impl Server {
     }
 
     fn read_ws(&mut self, key: usize) {
+        // Bytes read into the shared scratch buffer and not yet taken by tungstenite.
+        // Every exit below either consumed them all or closed the connection.
+        let (mut pos, mut end) = (0, 0);
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
-            if conn.outbound.len() > self.config.outbound_limit {
-                conn.read_paused = true;
-                return;
-            }
             let State::WebSocket(ctx) = &mut conn.state else {
                 return;
             };
             let mut io = WsIo {
                 socket: &mut conn.socket,
                 outbound: &mut conn.outbound,
+                scratch: &mut self.scratch,
+                pos,
+                end,
                 received: 0,
+                outbound_limit: self.config.outbound_limit,
+                paused: false,
             };
             let mut failure = None;
             while self.batch.len() < READ_BATCH {
@@ -703,6 +707,8 @@ impl Server {
             }
             // Pong and close replies tungstenite queued go out in order.
             let _ = ctx.flush(&mut io);
+            (pos, end) = (io.pos, io.end);
+            conn.read_paused = io.paused;
             if io.received > 0 {
                 self.counters.bytes_in += io.received;
                 conn.last_seen = self.now;
