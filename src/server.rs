@@ -808,38 +808,36 @@ impl Server {
                 topic,
                 client_id,
                 last_n,
-            }) => match self.broker.subscribe(id, topic, &client_id, last_n) {
-                Err(_) => self.topic_not_found(rid, topic, ts),
+            }) => match self.broker.subscribe(id, &topic, &client_id, last_n) {
+                Err(_) => self.topic_not_found(rid, &topic, ts),
                 Ok(done) => {
-                    self.conns[key].push(protocol::ack(rid, Some(topic), ts), Kind::Control);
+                    self.conns[key].push(protocol::ack(rid, Some(&topic), ts), Kind::Control);
                     for frame in &done.replay {
-                        self.deliver(key, frame, topic, ts);
+                        self.deliver(key, frame, &topic, ts);
                     }
                     if let Some(other) = done.replaced.and_then(|o| self.key_of(o)) {
-                        let info = protocol::info(Some(topic), "subscription_replaced", ts);
+                        let info = protocol::info(Some(&topic), "subscription_replaced", ts);
                         self.conns[other].push(info, Kind::Control);
                         self.queue_flush(other);
                     }
                     return;
                 }
             },
-            Ok(Msg::Unsubscribe { topic, .. }) => match self.broker.unsubscribe(id, topic) {
-                Ok(()) => protocol::ack(rid, Some(topic), ts),
-                Err(_) => self.topic_not_found(rid, topic, ts),
+            Ok(Msg::Unsubscribe { topic, .. }) => match self.broker.unsubscribe(id, &topic) {
+                Ok(()) => protocol::ack(rid, Some(&topic), ts),
+                Err(_) => self.topic_not_found(rid, &topic, ts),
             },
             Ok(Msg::Publish {
                 topic,
                 id: message_id,
                 payload,
             }) => {
-                if self.broker.accept_publish(topic).is_err() {
-                    self.topic_not_found(rid, topic, ts)
-                } else {
-                    let frame = protocol::event(topic, message_id, payload, ts);
-                    self.conns[key].push(protocol::ack(rid, Some(topic), ts), Kind::Control);
-                    self.publish(topic, frame, ts);
+                let frame = protocol::event(&topic, &message_id, payload, ts);
+                let ack = protocol::ack(rid, Some(&topic), ts);
+                if self.publish(key, ack, &topic, frame, ts) {
                     return;
                 }
+                self.topic_not_found(rid, &topic, ts)
             }
         };
         self.conns[key].push(answer, Kind::Control);
@@ -851,13 +849,24 @@ impl Server {
         protocol::error(rid, Some(topic), ErrorCode::TopicNotFound, &message, ts)
     }
 
-    /// Fans an event out to every subscriber of `topic`: one shared frame, one
-    /// queue push each. Slow consumers are marked here and dealt with after.
-    fn publish(&mut self, topic: &str, frame: Bytes, ts: &str) {
-        self.counters.published += 1;
+    /// Records an event, acknowledges it to its publisher, and fans it out to
+    /// every subscriber of `topic`: one shared frame, one queue push each. Slow
+    /// consumers are marked here and dealt with after. Returns false when the
+    /// topic does not exist.
+    fn publish(
+        &mut self,
+        publisher: usize,
+        ack: Bytes,
+        topic: &str,
+        frame: Bytes,
+        ts: &str,
+    ) -> bool {
         let Ok(t) = self.broker.publish(topic, frame.clone()) else {
-            return;
+            return false;
         };
+        self.counters.published += 1;
+        // The ack goes first, so a publisher subscribed to its topic sees it before the event.
+        self.conns[publisher].push(ack, Kind::Control);
         let mut tally = Tally::default();
         for sub in t.subscribers() {
             let key = (sub.conn & 0xffff_ffff) as usize;
@@ -879,6 +888,7 @@ impl Server {
             }
         }
         self.settle(topic, tally);
+        true
     }
 
     /// Queues one event (live or replayed) to one connection under the overflow policy.
@@ -901,6 +911,9 @@ impl Server {
         self.counters.delivered += tally.delivered;
         self.counters.dropped += tally.dropped;
         self.counters.slow_consumer_disconnects += tally.disconnected.len() as u64;
+        if tally.dropped == 0 && tally.disconnected.is_empty() {
+            return;
+        }
         if let Some(t) = self.broker.topic_mut(topic) {
             t.dropped += tally.dropped;
             t.slow_disconnects += tally.disconnected.len() as u64;
