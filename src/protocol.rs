@@ -407,6 +407,8 @@ fn clip(s: &str) -> String {
 
 // ---- server → client ----
 
+/// Starts a server message; `capacity` should cover the whole JSON text so the
+/// frame is built in one allocation.
 fn open(kind: &str, capacity: usize) -> FrameBuilder {
     let mut f = FrameBuilder::with_capacity(capacity);
     let out = f.payload();
@@ -442,7 +444,7 @@ fn close(mut f: FrameBuilder, ts: &str) -> Bytes {
 ///
 /// `id` must be a validated UUID: its characters need no escaping.
 pub fn event(topic: &str, id: &str, payload: &RawValue, ts: &str) -> Bytes {
-    let mut f = open("event", 80 + topic.len() + id.len() + payload.get().len());
+    let mut f = open("event", 128 + topic.len() + id.len() + payload.get().len());
     let out = f.payload();
     field_topic(out, Some(topic));
     out.extend_from_slice(b",\"message\":{\"id\":\"");
@@ -456,7 +458,10 @@ pub fn event(topic: &str, id: &str, payload: &RawValue, ts: &str) -> Bytes {
 
 /// `{"type":"ack","request_id":…,"topic":…,"status":"ok","ts":…}`
 pub fn ack(request_id: Option<&str>, topic: Option<&str>, ts: &str) -> Bytes {
-    let mut f = open("ack", 96);
+    let mut f = open(
+        "ack",
+        96 + request_id.map_or(4, str::len) + topic.map_or(0, str::len),
+    );
     let out = f.payload();
     field_request_id(out, request_id);
     field_topic(out, topic);
@@ -466,7 +471,7 @@ pub fn ack(request_id: Option<&str>, topic: Option<&str>, ts: &str) -> Bytes {
 
 /// `{"type":"pong","request_id":…,"ts":…}`
 pub fn pong(request_id: Option<&str>, ts: &str) -> Bytes {
-    let mut f = open("pong", 64);
+    let mut f = open("pong", 64 + request_id.map_or(4, str::len));
     field_request_id(f.payload(), request_id);
     close(f, ts)
 }
@@ -479,7 +484,10 @@ pub fn error(
     message: &str,
     ts: &str,
 ) -> Bytes {
-    let mut f = open("error", 128 + message.len());
+    let mut f = open(
+        "error",
+        160 + message.len() + request_id.map_or(4, str::len) + topic.map_or(0, str::len),
+    );
     let out = f.payload();
     field_request_id(out, request_id);
     field_topic(out, topic);
@@ -493,7 +501,7 @@ pub fn error(
 
 /// `{"type":"info","topic":…,"msg":…,"ts":…}`
 pub fn info(topic: Option<&str>, msg: &str, ts: &str) -> Bytes {
-    let mut f = open("info", 80);
+    let mut f = open("info", 80 + msg.len() + topic.map_or(0, str::len));
     let out = f.payload();
     field_topic(out, topic);
     out.extend_from_slice(b",\"msg\":");
@@ -503,7 +511,7 @@ pub fn info(topic: Option<&str>, msg: &str, ts: &str) -> Bytes {
 
 /// `{"type":"info","msg":"messages_dropped","dropped":N,"ts":…}`
 pub fn messages_dropped(dropped: u64, ts: &str) -> Bytes {
-    let mut f = open("info", 96);
+    let mut f = open("info", 112);
     let out = f.payload();
     out.extend_from_slice(b",\"msg\":\"messages_dropped\",\"dropped\":");
     out.extend_from_slice(dropped.to_string().as_bytes());
