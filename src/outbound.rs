@@ -35,8 +35,9 @@ pub enum Flush {
     Closed,
 }
 
-/// Slices handed to one `writev`.
-const MAX_IOV: usize = 64;
+/// Slices handed to one `writev` (Linux takes up to 1024): enough for ~50 KB
+/// of small event frames per system call.
+const MAX_IOV: usize = 256;
 
 #[derive(Debug, Default)]
 pub struct Outbound {
