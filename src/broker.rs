@@ -166,11 +166,6 @@ impl Broker {
         Ok(key)
     }
 
-    /// Whether a publish to `name` can go ahead (creating the topic if auto-create is on).
-    pub fn accept_publish(&mut self, name: &str) -> Result<(), BrokerError> {
-        self.resolve(name).map(|_| ())
-    }
-
     /// Subscribes `conn` to `name` as `client_id`, replaying up to `last_n` kept events.
     ///
     /// A connection that already holds the topic keeps one delivery path and gets
@@ -240,9 +235,13 @@ impl Broker {
         Ok(())
     }
 
-    /// Records a published event frame and returns the topic, whose
-    /// `subscribers()` are the connections to deliver it to.
+    /// Records a published event frame (creating the topic if auto-create is
+    /// on) and returns the topic, whose `subscribers()` are the connections to
+    /// deliver it to.
     pub fn publish(&mut self, name: &str, frame: Bytes) -> Result<&Topic, BrokerError> {
+        if self.auto_create && !self.topics.contains_key(name) {
+            self.topics.insert(name.into(), Topic::default());
+        }
         let history = self.history;
         let topic = self
             .topics
@@ -468,10 +467,14 @@ mod tests {
             off.subscribe(1, "x", "c", 0).unwrap_err(),
             BrokerError::TopicNotFound
         );
-        assert_eq!(off.accept_publish("x"), Err(BrokerError::TopicNotFound));
+        assert_eq!(
+            off.publish("x", frame(1)).unwrap_err(),
+            BrokerError::TopicNotFound
+        );
+        assert_eq!(off.topic_count(), 0);
         let mut on = Broker::new(10, true);
         on.subscribe(1, "x", "c", 0).unwrap();
-        on.accept_publish("y").unwrap();
+        assert_eq!(on.publish("y", frame(1)).unwrap().messages, 1);
         assert_eq!(on.topic_count(), 2);
     }
 }

@@ -139,6 +139,10 @@ pub struct WsIo<'a> {
     pub outbound_limit: usize,
     /// Reading stopped because the outbound queue is over its limit.
     pub paused: bool,
+    /// Bytes this connection may still take from the socket in this loop turn.
+    pub budget: usize,
+    /// Reading stopped because the budget ran out (more may be waiting).
+    pub capped: bool,
 }
 
 impl Read for WsIo<'_> {
@@ -148,8 +152,13 @@ impl Read for WsIo<'_> {
                 self.paused = true;
                 return Err(io::ErrorKind::WouldBlock.into());
             }
+            if self.budget == 0 {
+                self.capped = true;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
             let n = self.socket.read(self.scratch)?;
             self.received += n as u64;
+            self.budget = self.budget.saturating_sub(n);
             self.pos = 0;
             self.end = n;
             if n == 0 {

@@ -39,18 +39,18 @@ impl ErrorCode {
 #[derive(Debug)]
 pub enum Request<'a> {
     Subscribe {
-        topic: &'a str,
+        topic: Cow<'a, str>,
         client_id: Cow<'a, str>,
         last_n: u64,
     },
     Unsubscribe {
-        topic: &'a str,
+        topic: Cow<'a, str>,
         client_id: Cow<'a, str>,
     },
     Publish {
-        topic: &'a str,
-        /// The `message.id` as it was sent (raw JSON string, validated as a UUID).
-        id: &'a RawValue,
+        topic: Cow<'a, str>,
+        /// The `message.id`, validated as a UUID (so it needs no JSON escaping).
+        id: Cow<'a, str>,
         /// The `message.payload`, raw JSON, passed through verbatim.
         payload: &'a RawValue,
     },
@@ -68,8 +68,63 @@ pub struct Incoming<'a> {
     pub request: Result<Request<'a>, String>,
 }
 
+/// A message's fields with their JSON types checked, before the protocol's
+/// own rules. Well-formed messages deserialize straight into this, borrowing
+/// every string that has no escapes.
+#[derive(Deserialize, Default)]
+struct Parts<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Text<'a>>,
+    #[serde(borrow)]
+    topic: Option<Text<'a>>,
+    #[serde(borrow)]
+    client_id: Option<Text<'a>>,
+    last_n: Option<u64>,
+    #[serde(borrow)]
+    request_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    message: Option<MessageParts<'a>>,
+}
+
 #[derive(Deserialize)]
-struct Fields<'a> {
+struct MessageParts<'a> {
+    #[serde(borrow)]
+    id: Option<Text<'a>>,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+}
+
+/// A JSON string, borrowed from the message when it has no escapes (serde
+/// does not borrow a `Cow` inside an `Option` by itself).
+#[derive(Debug)]
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// The same fields as raw JSON: the slow path that finds which field has the
+/// wrong type when the typed parse fails.
+#[derive(Deserialize)]
+struct RawParts<'a> {
     #[serde(rename = "type", borrow)]
     kind: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -84,21 +139,21 @@ struct Fields<'a> {
     message: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
-struct MessageFields<'a> {
-    #[serde(borrow)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    payload: Option<&'a RawValue>,
-}
-
 /// Largest `client_id` accepted, in bytes.
 pub const MAX_CLIENT_ID: usize = 256;
 
 /// Parses one text message from a client.
 pub fn parse(text: &str) -> Incoming<'_> {
-    let fields: Fields<'_> = match serde_json::from_str(text) {
-        Ok(f) => f,
+    match serde_json::from_str::<Parts<'_>>(text) {
+        Ok(parts) => checked(parts),
+        Err(err) => parse_slowly(text, &err),
+    }
+}
+
+/// Re-reads a message the typed parse refused, to say exactly what is wrong.
+fn parse_slowly<'a>(text: &'a str, typed_err: &serde_json::Error) -> Incoming<'a> {
+    let raw: RawParts<'a> = match serde_json::from_str(text) {
+        Ok(raw) => raw,
         Err(err) => {
             return Incoming {
                 request_id: None,
@@ -107,21 +162,91 @@ pub fn parse(text: &str) -> Incoming<'_> {
             };
         }
     };
-    // request_id is echoed verbatim, so only a string or a number is taken.
-    let raw_id = fields.request_id.map(RawValue::get);
-    let request_id = raw_id
-        .filter(|r| r.starts_with('"') || r.starts_with('-') || r.as_bytes()[0].is_ascii_digit());
-    let topic = fields
-        .topic
-        .and_then(|t| as_str(t).ok())
-        .and_then(|t| match t {
-            Cow::Borrowed(t) if valid_topic(t) => Some(t),
-            _ => None,
-        });
+    let echo = Incoming {
+        request_id: raw.request_id.map(RawValue::get).filter(|r| echoable(r)),
+        topic: raw
+            .topic
+            .and_then(|t| serde_json::from_str::<&str>(t.get()).ok())
+            .filter(|t| valid_topic(t)),
+        request: Err(String::new()),
+    };
+    let parts = (|| -> Result<Parts<'a>, String> {
+        Ok(Parts {
+            kind: typed(raw.kind, "field 'type' must be a string")?,
+            topic: typed(raw.topic, "field 'topic' must be a string")?,
+            client_id: typed(raw.client_id, "field 'client_id' must be a string")?,
+            last_n: match raw.last_n {
+                None => None,
+                Some(n) => Some(serde_json::from_str::<u64>(n.get()).map_err(|_| {
+                    format!(
+                        "last_n must be a non-negative integer, got {}",
+                        clip(n.get())
+                    )
+                })?),
+            },
+            request_id: raw.request_id,
+            message: match raw.message {
+                None => None,
+                Some(m) if !m.get().starts_with('{') => {
+                    return Err("message must be an object with 'id' and 'payload'".into());
+                }
+                Some(m) => {
+                    let fields: RawMessage<'a> = serde_json::from_str(m.get())
+                        .map_err(|e| format!("invalid 'message': {e}"))?;
+                    Some(MessageParts {
+                        id: typed(fields.id, "message.id must be a string holding a UUID")?,
+                        payload: fields.payload,
+                    })
+                }
+            },
+        })
+    })();
+    match parts {
+        Ok(parts) => match checked(parts) {
+            // Every field typed fine on its own: report what the typed parse said.
+            Incoming { request: Ok(_), .. } => Incoming {
+                request: Err(format!("invalid message: {typed_err}")),
+                ..echo
+            },
+            refused => refused,
+        },
+        Err(message) => Incoming {
+            request: Err(message),
+            ..echo
+        },
+    }
+}
+
+#[derive(Deserialize)]
+struct RawMessage<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+}
+
+fn typed<'a>(raw: Option<&'a RawValue>, wrong_type: &str) -> Result<Option<Text<'a>>, String> {
+    raw.map(|r| as_str(r).map(Text).map_err(|_| wrong_type.to_string()))
+        .transpose()
+}
+
+/// request_id is echoed verbatim, so only a string or a number is taken.
+fn echoable(raw: &str) -> bool {
+    raw.starts_with('"') || raw.starts_with('-') || raw.as_bytes()[0].is_ascii_digit()
+}
+
+/// Applies the protocol's rules to typed fields.
+fn checked(p: Parts<'_>) -> Incoming<'_> {
+    let raw_id = p.request_id.map(RawValue::get);
+    let request_id = raw_id.filter(|r| echoable(r));
+    let topic = match &p.topic {
+        Some(Text(Cow::Borrowed(t))) if valid_topic(t) => Some(*t),
+        _ => None,
+    };
     let request = if raw_id.is_some() && request_id.is_none() {
         Err("request_id must be a string or a number".to_string())
     } else {
-        request(&fields)
+        request(p)
     };
     Incoming {
         request_id,
@@ -130,58 +255,37 @@ pub fn parse(text: &str) -> Incoming<'_> {
     }
 }
 
-fn request<'a>(f: &Fields<'a>) -> Result<Request<'a>, String> {
-    let kind = match f.kind {
-        None => {
-            return Err("missing field 'type' (subscribe, unsubscribe, publish or ping)".into());
-        }
-        Some(k) => as_str(k).map_err(|_| "field 'type' must be a string".to_string())?,
-    };
+fn request(p: Parts<'_>) -> Result<Request<'_>, String> {
+    let kind = p
+        .kind
+        .ok_or("missing field 'type' (subscribe, unsubscribe, publish or ping)")?
+        .0;
     match &*kind {
         "subscribe" => Ok(Request::Subscribe {
-            topic: topic(f.topic)?,
-            client_id: client_id(f.client_id)?,
-            last_n: match f.last_n {
-                None => 0,
-                Some(n) => serde_json::from_str::<u64>(n.get()).map_err(|_| {
-                    format!(
-                        "last_n must be a non-negative integer, got {}",
-                        clip(n.get())
-                    )
-                })?,
-            },
+            topic: topic(p.topic)?,
+            client_id: client_id(p.client_id)?,
+            last_n: p.last_n.unwrap_or(0),
         }),
         "unsubscribe" => Ok(Request::Unsubscribe {
-            topic: topic(f.topic)?,
-            client_id: client_id(f.client_id)?,
+            topic: topic(p.topic)?,
+            client_id: client_id(p.client_id)?,
         }),
         "publish" => {
-            let topic = topic(f.topic)?;
-            if let Some(c) = f.client_id {
-                as_str(c).map_err(|_| "client_id must be a string".to_string())?;
-            }
-            let message = f
+            let topic = topic(p.topic)?;
+            let m = p
                 .message
                 .ok_or("missing field 'message' (an object with 'id' and 'payload')")?;
-            let m: MessageFields<'_> = serde_json::from_str(message.get()).map_err(|e| {
-                if message.get().starts_with('{') {
-                    format!("invalid 'message': {e}")
-                } else {
-                    "message must be an object with 'id' and 'payload'".to_string()
-                }
-            })?;
-            let id = m.id.ok_or("missing field 'message.id' (a UUID)")?;
-            let id_text = as_str(id).map_err(|_| "message.id must be a string holding a UUID")?;
-            if uuid::Uuid::try_parse(&id_text).is_err() {
+            let id = m.id.ok_or("missing field 'message.id' (a UUID)")?.0;
+            if uuid::Uuid::try_parse(&id).is_err() {
                 return Err(format!(
-                    "message.id must be a valid UUID, got {}",
-                    clip(id.get())
+                    "message.id must be a valid UUID, got {:?}",
+                    clip(&id)
                 ));
             }
             let payload = m
                 .payload
                 .ok_or("missing field 'message.payload' (any JSON value)")?;
-            if nesting_depth(payload.get()) > MAX_PAYLOAD_DEPTH {
+            if nests_deeper_than(payload.get(), MAX_PAYLOAD_DEPTH) {
                 return Err(format!(
                     "message.payload nests arrays and objects deeper than {MAX_PAYLOAD_DEPTH} levels"
                 ));
@@ -204,21 +308,20 @@ fn as_str(raw: &RawValue) -> Result<Cow<'_, str>, serde_json::Error> {
     }
 }
 
-fn topic(raw: Option<&RawValue>) -> Result<&str, String> {
-    let raw = raw.ok_or("missing field 'topic'")?;
-    match as_str(raw) {
-        Ok(Cow::Borrowed(t)) if valid_topic(t) => Ok(t),
-        Ok(t) => Err(format!(
+fn topic(topic: Option<Text<'_>>) -> Result<Cow<'_, str>, String> {
+    let topic = topic.ok_or("missing field 'topic'")?.0;
+    if valid_topic(&topic) {
+        Ok(topic)
+    } else {
+        Err(format!(
             "invalid topic name {}: use 1 to 255 characters from A-Z a-z 0-9 . _ - :",
-            clip(&format!("{t:?}"))
-        )),
-        Err(_) => Err("field 'topic' must be a string".into()),
+            clip(&format!("{topic:?}"))
+        ))
     }
 }
 
-fn client_id(raw: Option<&RawValue>) -> Result<Cow<'_, str>, String> {
-    let raw = raw.ok_or("missing field 'client_id'")?;
-    let id = as_str(raw).map_err(|_| "field 'client_id' must be a string".to_string())?;
+fn client_id(id: Option<Text<'_>>) -> Result<Cow<'_, str>, String> {
+    let id = id.ok_or("missing field 'client_id'")?.0;
     if id.is_empty() || id.len() > MAX_CLIENT_ID {
         return Err(format!("client_id must be 1 to {MAX_CLIENT_ID} bytes long"));
     }
@@ -228,6 +331,19 @@ fn client_id(raw: Option<&RawValue>) -> Result<Cow<'_, str>, String> {
 /// Deepest nesting of arrays and objects in a payload: subscribers' JSON
 /// parsers commonly stop at 128 levels for a whole message.
 pub const MAX_PAYLOAD_DEPTH: usize = 64;
+
+/// Whether valid JSON text nests arrays and objects deeper than `max`.
+fn nests_deeper_than(json: &str, max: usize) -> bool {
+    // Cheap bounds first: nesting deeper than `max` needs more than `max`
+    // openers and as many closers.
+    if json.len() <= 2 * max {
+        return false;
+    }
+    if json.bytes().filter(|&b| b == b'[' || b == b'{').count() <= max {
+        return false;
+    }
+    nesting_depth(json) > max
+}
 
 /// The deepest nesting of `[` and `{` in valid JSON text.
 fn nesting_depth(json: &str) -> usize {
@@ -291,6 +407,8 @@ fn clip(s: &str) -> String {
 
 // ---- server → client ----
 
+/// Starts a server message; `capacity` should cover the whole JSON text so the
+/// frame is built in one allocation.
 fn open(kind: &str, capacity: usize) -> FrameBuilder {
     let mut f = FrameBuilder::with_capacity(capacity);
     let out = f.payload();
@@ -323,15 +441,15 @@ fn close(mut f: FrameBuilder, ts: &str) -> Bytes {
 }
 
 /// `{"type":"event","topic":…,"message":{"id":…,"payload":…},"ts":…}`
-pub fn event(topic: &str, id: &RawValue, payload: &RawValue, ts: &str) -> Bytes {
-    let mut f = open(
-        "event",
-        80 + topic.len() + id.get().len() + payload.get().len(),
-    );
+///
+/// `id` must be a validated UUID: its characters need no escaping.
+pub fn event(topic: &str, id: &str, payload: &RawValue, ts: &str) -> Bytes {
+    let mut f = open("event", 128 + topic.len() + id.len() + payload.get().len());
     let out = f.payload();
     field_topic(out, Some(topic));
-    out.extend_from_slice(b",\"message\":{\"id\":");
-    out.extend_from_slice(id.get().as_bytes());
+    out.extend_from_slice(b",\"message\":{\"id\":\"");
+    out.extend_from_slice(id.as_bytes());
+    out.push(b'"');
     out.extend_from_slice(b",\"payload\":");
     out.extend_from_slice(payload.get().as_bytes());
     out.push(b'}');
@@ -340,7 +458,10 @@ pub fn event(topic: &str, id: &RawValue, payload: &RawValue, ts: &str) -> Bytes 
 
 /// `{"type":"ack","request_id":…,"topic":…,"status":"ok","ts":…}`
 pub fn ack(request_id: Option<&str>, topic: Option<&str>, ts: &str) -> Bytes {
-    let mut f = open("ack", 96);
+    let mut f = open(
+        "ack",
+        96 + request_id.map_or(4, str::len) + topic.map_or(0, str::len),
+    );
     let out = f.payload();
     field_request_id(out, request_id);
     field_topic(out, topic);
@@ -350,7 +471,7 @@ pub fn ack(request_id: Option<&str>, topic: Option<&str>, ts: &str) -> Bytes {
 
 /// `{"type":"pong","request_id":…,"ts":…}`
 pub fn pong(request_id: Option<&str>, ts: &str) -> Bytes {
-    let mut f = open("pong", 64);
+    let mut f = open("pong", 64 + request_id.map_or(4, str::len));
     field_request_id(f.payload(), request_id);
     close(f, ts)
 }
@@ -363,7 +484,10 @@ pub fn error(
     message: &str,
     ts: &str,
 ) -> Bytes {
-    let mut f = open("error", 128 + message.len());
+    let mut f = open(
+        "error",
+        160 + message.len() + request_id.map_or(4, str::len) + topic.map_or(0, str::len),
+    );
     let out = f.payload();
     field_request_id(out, request_id);
     field_topic(out, topic);
@@ -377,7 +501,7 @@ pub fn error(
 
 /// `{"type":"info","topic":…,"msg":…,"ts":…}`
 pub fn info(topic: Option<&str>, msg: &str, ts: &str) -> Bytes {
-    let mut f = open("info", 80);
+    let mut f = open("info", 80 + msg.len() + topic.map_or(0, str::len));
     let out = f.payload();
     field_topic(out, topic);
     out.extend_from_slice(b",\"msg\":");
@@ -387,7 +511,7 @@ pub fn info(topic: Option<&str>, msg: &str, ts: &str) -> Bytes {
 
 /// `{"type":"info","msg":"messages_dropped","dropped":N,"ts":…}`
 pub fn messages_dropped(dropped: u64, ts: &str) -> Bytes {
-    let mut f = open("info", 96);
+    let mut f = open("info", 112);
     let out = f.payload();
     out.extend_from_slice(b",\"msg\":\"messages_dropped\",\"dropped\":");
     out.extend_from_slice(dropped.to_string().as_bytes());
@@ -426,13 +550,13 @@ mod tests {
         assert_eq!(m.topic, Some("orders"));
         assert!(matches!(
             m.request.unwrap(),
-            Request::Subscribe { topic: "orders", client_id, last_n: 5 } if client_id == "s1"
+            Request::Subscribe { topic, client_id, last_n: 5 } if topic == "orders" && client_id == "s1"
         ));
         let m = parse(r#"{"type":"unsubscribe","topic":"a:b","client_id":"s\u0031"}"#);
         assert_eq!(m.request_id, None);
         assert!(matches!(
             m.request.unwrap(),
-            Request::Unsubscribe { topic: "a:b", client_id } if client_id == "s1"
+            Request::Unsubscribe { topic, client_id } if topic == "a:b" && client_id == "s1"
         ));
         let text = format!(
             r#"{{"type":"publish","topic":"t","message":{{"id":"{UUID}","payload":{{"a":[1,2.5e300,"x"]}}}},"request_id":7}}"#
@@ -442,7 +566,7 @@ mod tests {
         match m.request.unwrap() {
             Request::Publish { topic, id, payload } => {
                 assert_eq!(topic, "t");
-                assert_eq!(id.get(), format!("\"{UUID}\""));
+                assert_eq!(id, UUID);
                 assert_eq!(payload.get(), r#"{"a":[1,2.5e300,"x"]}"#);
             }
             other => panic!("{other:?}"),
@@ -582,6 +706,13 @@ mod tests {
         assert_eq!(nesting_depth(r#"["[[[\"[[", {}]"#), 2);
         let ok = format!("{}1{}", "[".repeat(64), "]".repeat(64));
         assert_eq!(nesting_depth(&ok), 64);
+        assert!(!nests_deeper_than(&ok, 64));
+        assert!(nests_deeper_than(&format!("[{ok}]"), 64));
+        // Brackets inside strings count for the cheap bound only.
+        assert!(!nests_deeper_than(
+            &format!("[\"{}\"]", "[".repeat(100)),
+            64
+        ));
     }
 
     #[test]
@@ -598,9 +729,8 @@ mod tests {
     #[test]
     fn encodes_server_messages() {
         let ts = "2025-08-25T10:00:00.123Z";
-        let id = RawValue::from_string(format!("\"{UUID}\"")).unwrap();
         let payload = RawValue::from_string(r#"{"n":1}"#.into()).unwrap();
-        let v = json_of(&event("orders", &id, &payload, ts));
+        let v = json_of(&event("orders", UUID, &payload, ts));
         assert_eq!(
             v,
             serde_json::json!({"type":"event","topic":"orders","message":{"id":UUID,"payload":{"n":1}},"ts":ts})

@@ -35,6 +35,9 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 
 /// Bytes written to one socket per loop turn, so one fast reader cannot starve the rest.
 const WRITE_CAP: usize = 1 << 20;
+/// Bytes read from one socket per loop turn, so a fast sender cannot hold the
+/// loop (and every other connection's output) in its read.
+const READ_CAP: usize = 256 << 10;
 /// Client messages read from one WebSocket before they are dispatched.
 const READ_BATCH: usize = 64;
 /// tungstenite's per-connection read buffer (its default is 128 KiB).
@@ -458,7 +461,12 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        let mut budget = READ_CAP;
         loop {
+            if budget == 0 {
+                self.again.push(key);
+                return;
+            }
             match conn.socket.read(&mut self.scratch) {
                 Ok(0) => {
                     // The peer hung up: with nothing left to send, we are done.
@@ -468,7 +476,10 @@ impl Server {
                     }
                     return;
                 }
-                Ok(n) => self.counters.bytes_in += n as u64,
+                Ok(n) => {
+                    self.counters.bytes_in += n as u64;
+                    budget = budget.saturating_sub(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(_) => {
@@ -481,7 +492,12 @@ impl Server {
 
     fn read_http(&mut self, key: usize) {
         let max_buffered = http::MAX_HEAD + self.config.max_body_size + 1;
+        let mut budget = READ_CAP;
         loop {
+            if budget == 0 {
+                self.again.push(key);
+                return;
+            }
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
@@ -512,6 +528,7 @@ impl Server {
                 }
                 Ok(n) => {
                     self.counters.bytes_in += n as u64;
+                    budget = budget.saturating_sub(n);
                     conn.last_seen = self.now;
                     http.buf.extend_from_slice(&self.scratch[..n]);
                     if http.started.is_none() {
@@ -678,6 +695,7 @@ impl Server {
         // Bytes read into the shared scratch buffer and not yet taken by tungstenite.
         // Every exit below either consumed them all or closed the connection.
         let (mut pos, mut end) = (0, 0);
+        let mut budget = READ_CAP;
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
@@ -694,6 +712,8 @@ impl Server {
                 received: 0,
                 outbound_limit: self.config.outbound_limit,
                 paused: false,
+                budget,
+                capped: false,
             };
             let mut failure = None;
             while self.batch.len() < READ_BATCH {
@@ -707,8 +727,9 @@ impl Server {
             }
             // Pong and close replies tungstenite queued go out in order.
             let _ = ctx.flush(&mut io);
-            (pos, end) = (io.pos, io.end);
+            (pos, end, budget) = (io.pos, io.end, io.budget);
             conn.read_paused = io.paused;
+            let capped = io.capped;
             if io.received > 0 {
                 self.counters.bytes_in += io.received;
                 conn.last_seen = self.now;
@@ -721,7 +742,12 @@ impl Server {
             self.queue_flush(key);
             match failure {
                 None => continue,
-                Some(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Some(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if capped {
+                        self.again.push(key);
+                    }
+                    return;
+                }
                 Some(e) => {
                     self.on_ws_error(key, e);
                     return;
@@ -808,38 +834,36 @@ impl Server {
                 topic,
                 client_id,
                 last_n,
-            }) => match self.broker.subscribe(id, topic, &client_id, last_n) {
-                Err(_) => self.topic_not_found(rid, topic, ts),
+            }) => match self.broker.subscribe(id, &topic, &client_id, last_n) {
+                Err(_) => self.topic_not_found(rid, &topic, ts),
                 Ok(done) => {
-                    self.conns[key].push(protocol::ack(rid, Some(topic), ts), Kind::Control);
+                    self.conns[key].push(protocol::ack(rid, Some(&topic), ts), Kind::Control);
                     for frame in &done.replay {
-                        self.deliver(key, frame, topic, ts);
+                        self.deliver(key, frame, &topic, ts);
                     }
                     if let Some(other) = done.replaced.and_then(|o| self.key_of(o)) {
-                        let info = protocol::info(Some(topic), "subscription_replaced", ts);
+                        let info = protocol::info(Some(&topic), "subscription_replaced", ts);
                         self.conns[other].push(info, Kind::Control);
                         self.queue_flush(other);
                     }
                     return;
                 }
             },
-            Ok(Msg::Unsubscribe { topic, .. }) => match self.broker.unsubscribe(id, topic) {
-                Ok(()) => protocol::ack(rid, Some(topic), ts),
-                Err(_) => self.topic_not_found(rid, topic, ts),
+            Ok(Msg::Unsubscribe { topic, .. }) => match self.broker.unsubscribe(id, &topic) {
+                Ok(()) => protocol::ack(rid, Some(&topic), ts),
+                Err(_) => self.topic_not_found(rid, &topic, ts),
             },
             Ok(Msg::Publish {
                 topic,
                 id: message_id,
                 payload,
             }) => {
-                if self.broker.accept_publish(topic).is_err() {
-                    self.topic_not_found(rid, topic, ts)
-                } else {
-                    let frame = protocol::event(topic, message_id, payload, ts);
-                    self.conns[key].push(protocol::ack(rid, Some(topic), ts), Kind::Control);
-                    self.publish(topic, frame, ts);
+                let frame = protocol::event(&topic, &message_id, payload, ts);
+                let ack = protocol::ack(rid, Some(&topic), ts);
+                if self.publish(key, ack, &topic, frame, ts) {
                     return;
                 }
+                self.topic_not_found(rid, &topic, ts)
             }
         };
         self.conns[key].push(answer, Kind::Control);
@@ -851,13 +875,24 @@ impl Server {
         protocol::error(rid, Some(topic), ErrorCode::TopicNotFound, &message, ts)
     }
 
-    /// Fans an event out to every subscriber of `topic`: one shared frame, one
-    /// queue push each. Slow consumers are marked here and dealt with after.
-    fn publish(&mut self, topic: &str, frame: Bytes, ts: &str) {
-        self.counters.published += 1;
+    /// Records an event, acknowledges it to its publisher, and fans it out to
+    /// every subscriber of `topic`: one shared frame, one queue push each. Slow
+    /// consumers are marked here and dealt with after. Returns false when the
+    /// topic does not exist.
+    fn publish(
+        &mut self,
+        publisher: usize,
+        ack: Bytes,
+        topic: &str,
+        frame: Bytes,
+        ts: &str,
+    ) -> bool {
         let Ok(t) = self.broker.publish(topic, frame.clone()) else {
-            return;
+            return false;
         };
+        self.counters.published += 1;
+        // The ack goes first, so a publisher subscribed to its topic sees it before the event.
+        self.conns[publisher].push(ack, Kind::Control);
         let mut tally = Tally::default();
         for sub in t.subscribers() {
             let key = (sub.conn & 0xffff_ffff) as usize;
@@ -879,6 +914,7 @@ impl Server {
             }
         }
         self.settle(topic, tally);
+        true
     }
 
     /// Queues one event (live or replayed) to one connection under the overflow policy.
@@ -901,6 +937,9 @@ impl Server {
         self.counters.delivered += tally.delivered;
         self.counters.dropped += tally.dropped;
         self.counters.slow_consumer_disconnects += tally.disconnected.len() as u64;
+        if tally.dropped == 0 && tally.disconnected.is_empty() {
+            return;
+        }
         if let Some(t) = self.broker.topic_mut(topic) {
             t.dropped += tally.dropped;
             t.slow_disconnects += tally.disconnected.len() as u64;
