@@ -515,3 +515,40 @@ fn api_key_is_sent_on_rest_and_websocket() {
     assert_eq!(out.code(), Some(1));
     assert!(out.stderr.contains("unauthorized"), "{}", out.stderr);
 }
+
+#[test]
+fn idle_sub_and_pub_answer_heartbeats_and_stay_connected() {
+    let config = pubsubd::Config {
+        host: [127, 0, 0, 1].into(),
+        port: 0,
+        heartbeat: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let server = pubsubd::start(config).expect("server starts");
+    let addr = server.local_addr();
+    let u = url(addr);
+    create(addr, "t");
+    let sub = subscribe(addr, "t", &[]);
+    let mut publisher = cli(&["pub", "t", "--url", &u])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn pub");
+    let mut stdin = publisher.stdin.take().expect("piped stdin");
+    writeln!(stdin, "1").expect("write stdin");
+    assert_eq!(sub.next_event()["message"]["payload"], 1);
+
+    // Time passing is the point here: several heartbeats and idle timeouts.
+    std::thread::sleep(Duration::from_millis(1200));
+
+    writeln!(stdin, "2").expect("write stdin");
+    drop(stdin);
+    assert_eq!(sub.next_event()["message"]["payload"], 2);
+    let out = wait(publisher);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert_eq!(
+        subscribers(addr, "t"),
+        1,
+        "the idle subscriber is still there"
+    );
+}

@@ -24,8 +24,9 @@ type Socket = WebSocket<TcpStream>;
 const WINDOW: usize = 32;
 /// How long to wait for the server's half of a close handshake.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
-/// While stdin is quiet, how often to read the socket so heartbeats get their pong.
-const IDLE_POLL: Duration = Duration::from_secs(1);
+/// While stdin is quiet, how often to read the socket so heartbeats get their
+/// pong well within any idle timeout the server may use.
+const IDLE_POLL: Duration = Duration::from_millis(50);
 
 /// Opens the WebSocket at `{url}/ws`, sending the API key as `X-API-Key`.
 fn connect(client: &Client) -> Result<Socket, Failure> {
