@@ -1,0 +1,443 @@
+//! The shell client: `pubsubd sub|pub|topics|stats|healthcheck`.
+//!
+//! It speaks only the public protocol (`protocol.md`): REST over a small
+//! hand-written HTTP/1.1 client, WebSocket through tungstenite over a blocking
+//! `TcpStream`. Exit codes: 0 success, 1 failure (server answer, network),
+//! 2 usage error or invalid input. `healthcheck` only ever exits 0 or 1, because
+//! Docker reserves 2.
+
+mod endpoint;
+mod http;
+mod rest;
+mod ws;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use endpoint::Endpoint;
+
+/// First arguments that select the client instead of the server.
+pub const COMMANDS: &[&str] = &["sub", "pub", "topics", "stats", "healthcheck"];
+
+/// Where the client connects when neither `--url` nor `PUBSUBD_URL` is given.
+const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+/// Time allowed for connecting and for each answer, unless `--timeout` says otherwise.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+const COMMON_HELP: &str = "\
+COMMON OPTIONS (flags may come before or after the arguments):
+    --url URL         server address    PUBSUBD_URL      http://127.0.0.1:8080
+                      (http://host:port[/prefix]; WebSocket URL = ws://host:port[/prefix]/ws)
+    --api-key KEY     sent as X-API-Key PUBSUBD_API_KEY  none (first key of a comma list)
+    --timeout SECS    connect / answer timeout           10
+    -h, --help        this text
+";
+
+/// How a command ended badly; each maps to one exit code.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Bad flags or arguments: exit 2, with a usage hint.
+    Usage(String),
+    /// Input that is not what the command takes (e.g. invalid JSON): exit 2.
+    Input(String),
+    /// The server said no, or could not be reached: exit 1.
+    Failed(String),
+}
+
+impl Failure {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            Failure::Usage(_) | Failure::Input(_) => ExitCode::from(2),
+            Failure::Failed(_) => ExitCode::FAILURE,
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            Failure::Usage(m) | Failure::Input(m) | Failure::Failed(m) => m,
+        }
+    }
+}
+
+/// Settings every command shares.
+pub(crate) struct Client {
+    pub endpoint: Endpoint,
+    pub api_key: Option<String>,
+    pub timeout: Duration,
+}
+
+/// Flags and positional arguments of one command line.
+struct Parsed {
+    positional: Vec<String>,
+    values: Vec<(&'static str, String)>,
+    help: bool,
+}
+
+impl Parsed {
+    fn value(&self, name: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn switch(&self, name: &str) -> bool {
+        self.value(name).is_some()
+    }
+}
+
+/// One command: its name, its own options `(name, takes a value)`, and its help.
+struct Command {
+    name: &'static str,
+    options: &'static [(&'static str, bool)],
+    usage: &'static str,
+}
+
+const COMMON_OPTIONS: &[(&str, bool)] = &[("url", true), ("api-key", true), ("timeout", true)];
+
+const SUB: Command = Command {
+    name: "sub",
+    options: &[("last-n", true), ("client-id", true)],
+    usage: "\
+pubsubd sub TOPIC [--last-n N] [--client-id ID]
+
+Subscribes to TOPIC and prints each event, the server's `event` object as
+received, as one JSON line on stdout until interrupted or the server closes.
+    --last-n N        first replay up to N recent events (default 0)
+    --client-id ID    subscriber id (default cli-<random>); the same id on
+                      another connection takes the subscription over
+Exit: 0 when the server shuts down (close 1001), 1 on an error (unknown topic,
+topic deleted, subscription taken over, slow consumer, connection lost).
+",
+};
+
+const PUB: Command = Command {
+    name: "pub",
+    options: &[("client-id", true)],
+    usage: "\
+pubsubd pub TOPIC [JSON]
+
+Publishes JSON (any JSON value: '{\"a\":1}', '\"text\"', '42') to TOPIC with a
+fresh UUID v4 as message id. Without JSON, publishes one message per stdin
+line (empty lines are skipped). Waits for every acknowledgement.
+    --client-id ID    sent as the publisher's client_id
+Exit: 0 when every message was acknowledged, 1 on an error answer (e.g.
+TOPIC_NOT_FOUND) or a network failure, 2 on invalid JSON.
+",
+};
+
+const TOPICS: Command = Command {
+    name: "topics",
+    options: &[("json", false)],
+    usage: "\
+pubsubd topics [--json]            list topics: name <TAB> subscribers, one per line
+pubsubd topics create NAME [--json]
+pubsubd topics delete NAME [--json]
+
+    --json            print the server's JSON answer as it is
+Exit: 0 on success, 1 when the server refuses (e.g. 409 exists, 404 not found).
+",
+};
+
+const STATS: Command = Command {
+    name: "stats",
+    options: &[],
+    usage: "\
+pubsubd stats
+
+Prints the server's /stats JSON, indented.
+",
+};
+
+const HEALTHCHECK: Command = Command {
+    name: "healthcheck",
+    options: &[],
+    usage: "\
+pubsubd healthcheck [--url URL] [--timeout SECS]
+
+GETs /health and exits 0 on 200, 1 otherwise (never 2: Docker reserves it).
+Without --url or PUBSUBD_URL it checks the local server configured by the
+environment: http://PUBSUBD_HOST:PUBSUBD_PORT, where a wildcard or missing
+host means loopback and the port defaults to 8080. Timeout 2 s by default.
+This is the Docker HEALTHCHECK of the scratch image.
+",
+};
+
+/// Runs one client command; `args[0]` is the command name.
+pub fn main(args: Vec<String>) -> ExitCode {
+    let mut args = args.into_iter();
+    let name = args.next().unwrap_or_default();
+    let command = match name.as_str() {
+        "sub" => &SUB,
+        "pub" => &PUB,
+        "topics" => &TOPICS,
+        "stats" => &STATS,
+        "healthcheck" => &HEALTHCHECK,
+        other => {
+            eprintln!("pubsubd: unknown command '{other}' (expected one of {COMMANDS:?})");
+            return ExitCode::from(2);
+        }
+    };
+    let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+    let result = parse(command, args.collect()).and_then(|parsed| {
+        if parsed.help {
+            print!("usage: {}\n{COMMON_HELP}", command.usage);
+            return Ok(ExitCode::SUCCESS);
+        }
+        run(command.name, &parsed, &env)
+    });
+    match result {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("pubsubd: {}", failure.message());
+            if let Failure::Usage(_) = failure {
+                eprintln!(
+                    "usage: {}",
+                    command.usage.lines().next().unwrap_or_default()
+                );
+                eprintln!("(see pubsubd {} --help)", command.name);
+            }
+            if command.name == "healthcheck" {
+                ExitCode::FAILURE
+            } else {
+                failure.exit_code()
+            }
+        }
+    }
+}
+
+fn run(
+    command: &str,
+    parsed: &Parsed,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ExitCode, Failure> {
+    let client = client(command, parsed, env)?;
+    let args: Vec<&str> = parsed.positional.iter().map(String::as_str).collect();
+    match (command, args.as_slice()) {
+        ("sub", [topic]) => {
+            let last_n = match parsed.value("last-n") {
+                None => 0,
+                Some(v) => v.parse::<u64>().map_err(|_| {
+                    Failure::Usage(format!(
+                        "invalid --last-n '{v}': expected a whole number >= 0"
+                    ))
+                })?,
+            };
+            ws::subscribe(&client, topic, last_n, parsed.value("client-id"))
+        }
+        ("pub", [topic]) => ws::publish(&client, topic, None, parsed.value("client-id")),
+        ("pub", [topic, json]) => {
+            ws::publish(&client, topic, Some(json), parsed.value("client-id"))
+        }
+        ("topics", [] | ["list"]) => rest::list_topics(&client, parsed.switch("json")),
+        ("topics", ["create", name]) => rest::create_topic(&client, name, parsed.switch("json")),
+        ("topics", ["delete", name]) => rest::delete_topic(&client, name, parsed.switch("json")),
+        ("topics", ["create" | "delete"]) => Err(Failure::Usage(format!(
+            "topics {} needs a topic NAME",
+            args[0]
+        ))),
+        ("stats", []) => rest::stats(&client),
+        ("healthcheck", []) => rest::healthcheck(&client),
+        ("sub" | "pub", []) => Err(Failure::Usage("missing TOPIC".to_string())),
+        _ => Err(Failure::Usage(format!(
+            "unexpected argument '{}'",
+            args.last().copied().unwrap_or_default()
+        ))),
+    }
+}
+
+/// The endpoint, key and timeout from flags, then the environment, then defaults.
+fn client(
+    command: &str,
+    parsed: &Parsed,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Client, Failure> {
+    let url = match parsed
+        .value("url")
+        .map(String::from)
+        .or_else(|| env("PUBSUBD_URL"))
+    {
+        Some(url) => url,
+        None if command == "healthcheck" => local_url(env),
+        None => DEFAULT_URL.to_string(),
+    };
+    let endpoint = Endpoint::parse(&url).map_err(Failure::Usage)?;
+    // The server's PUBSUBD_API_KEY may list several keys for rotation; any one will do.
+    let api_key = parsed
+        .value("api-key")
+        .map(String::from)
+        .or_else(|| env("PUBSUBD_API_KEY"))
+        .and_then(|keys| {
+            keys.split(',')
+                .map(str::trim)
+                .find(|k| !k.is_empty())
+                .map(String::from)
+        });
+    let timeout = match parsed.value("timeout") {
+        None if command == "healthcheck" => HEALTHCHECK_TIMEOUT,
+        None => DEFAULT_TIMEOUT,
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| {
+                Failure::Usage(format!(
+                    "invalid --timeout '{v}': expected seconds, more than 0 (e.g. 2 or 0.5)"
+                ))
+            })?,
+    };
+    Ok(Client {
+        endpoint,
+        api_key,
+        timeout,
+    })
+}
+
+/// The server this container runs, as its own environment describes it.
+fn local_url(env: &dyn Fn(&str) -> Option<String>) -> String {
+    let host = match env("PUBSUBD_HOST").and_then(|h| h.trim().parse::<std::net::IpAddr>().ok()) {
+        Some(std::net::IpAddr::V6(ip)) if ip.is_unspecified() => "[::1]".to_string(),
+        Some(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+        Some(ip) if !ip.is_unspecified() => ip.to_string(),
+        _ => "127.0.0.1".to_string(),
+    };
+    let port = env("PUBSUBD_PORT").unwrap_or_else(|| "8080".to_string());
+    format!("http://{host}:{}", port.trim())
+}
+
+/// Splits flags (`--name value`, `--name=value`, switches) from positional
+/// arguments, in any order; `--` ends the flags.
+fn parse(command: &Command, args: Vec<String>) -> Result<Parsed, Failure> {
+    let mut parsed = Parsed {
+        positional: Vec::new(),
+        values: Vec::new(),
+        help: false,
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            parsed.positional.extend(args.by_ref());
+            break;
+        }
+        if arg == "-h" || arg == "--help" {
+            parsed.help = true;
+            continue;
+        }
+        let Some(flag) = arg.strip_prefix("--") else {
+            // `-5` is a JSON payload; `-x` is a flag we do not know.
+            if arg.len() > 1
+                && arg.starts_with('-')
+                && !arg[1..].starts_with(|c: char| c.is_ascii_digit())
+            {
+                return Err(Failure::Usage(format!("unknown option '{arg}'")));
+            }
+            parsed.positional.push(arg);
+            continue;
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (flag, None),
+        };
+        let Some(&(name, takes_value)) = COMMON_OPTIONS
+            .iter()
+            .chain(command.options)
+            .find(|(n, _)| *n == name)
+        else {
+            return Err(Failure::Usage(format!("unknown option '--{name}'")));
+        };
+        let value = match (takes_value, inline) {
+            (true, Some(v)) => v,
+            (true, None) => args
+                .next()
+                .ok_or_else(|| Failure::Usage(format!("--{name} needs a value")))?,
+            (false, None) => String::new(),
+            (false, Some(_)) => {
+                return Err(Failure::Usage(format!("--{name} takes no value")));
+            }
+        };
+        parsed.values.push((name, value));
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_before_and_after_arguments() {
+        let p = parse(&SUB, strings(&["--url", "http://h:1", "t", "--last-n=3"])).unwrap();
+        assert_eq!(p.positional, ["t"]);
+        assert_eq!(p.value("url"), Some("http://h:1"));
+        assert_eq!(p.value("last-n"), Some("3"));
+    }
+
+    #[test]
+    fn negative_number_is_a_payload_and_double_dash_ends_flags() {
+        let p = parse(&PUB, strings(&["t", "-5"])).unwrap();
+        assert_eq!(p.positional, ["t", "-5"]);
+        let p = parse(&PUB, strings(&["t", "--", "--url"])).unwrap();
+        assert_eq!(p.positional, ["t", "--url"]);
+    }
+
+    #[test]
+    fn unknown_and_malformed_flags_are_usage_errors() {
+        for args in [
+            &["t", "--nope"][..],
+            &["t", "-x"],
+            &["t", "--last-n"],
+            &["--json"],
+        ] {
+            let result = parse(&SUB, strings(args));
+            assert!(matches!(result, Err(Failure::Usage(_))), "{args:?}");
+        }
+        assert!(matches!(
+            parse(&TOPICS, strings(&["--json=yes"])),
+            Err(Failure::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn healthcheck_url_follows_the_server_environment() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(local_url(&env(&[])), "http://127.0.0.1:8080");
+        assert_eq!(
+            local_url(&env(&[
+                ("PUBSUBD_HOST", "0.0.0.0"),
+                ("PUBSUBD_PORT", "9000")
+            ])),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(
+            local_url(&env(&[("PUBSUBD_HOST", "::")])),
+            "http://[::1]:8080"
+        );
+        assert_eq!(
+            local_url(&env(&[("PUBSUBD_HOST", "10.1.2.3")])),
+            "http://10.1.2.3:8080"
+        );
+    }
+
+    #[test]
+    fn first_of_several_api_keys_is_sent() {
+        let parsed = parse(&STATS, Vec::new()).unwrap();
+        let env = |k: &str| (k == "PUBSUBD_API_KEY").then(|| " ,k1,k2".to_string());
+        let client = client("stats", &parsed, &env).unwrap();
+        assert_eq!(client.api_key.as_deref(), Some("k1"));
+        assert_eq!(client.timeout, DEFAULT_TIMEOUT);
+    }
+}

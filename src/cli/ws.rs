@@ -1,0 +1,542 @@
+//! `sub` and `pub`: the WebSocket side of the client.
+
+use std::collections::VecDeque;
+use std::io::{self, BufRead, Write};
+use std::net::TcpStream;
+use std::process::ExitCode;
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::HandshakeError;
+use tungstenite::http::HeaderValue;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::{Message, WebSocket};
+
+use super::http::Response;
+use super::{Client, Failure};
+
+type Socket = WebSocket<TcpStream>;
+
+/// Publishes in flight at once when reading stdin; answers come back in order.
+const WINDOW: usize = 32;
+/// How long to wait for the server's half of a close handshake.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// While stdin is quiet, how often to read the socket so heartbeats get their
+/// pong well within any idle timeout the server may use.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+
+/// Opens the WebSocket at `{url}/ws`, sending the API key as `X-API-Key`.
+fn connect(client: &Client) -> Result<Socket, Failure> {
+    let url = client.endpoint.ws_url();
+    let stream = client
+        .endpoint
+        .connect(client.timeout)
+        .map_err(Failure::Failed)?;
+    let timeouts = stream
+        .set_read_timeout(Some(client.timeout))
+        .and_then(|()| stream.set_write_timeout(Some(client.timeout)));
+    timeouts.map_err(|e| Failure::Failed(format!("cannot configure the socket: {e}")))?;
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| Failure::Usage(format!("invalid WebSocket URL '{url}': {e}")))?;
+    if let Some(key) = &client.api_key {
+        let value = HeaderValue::from_str(key).map_err(|_| {
+            Failure::Usage("the API key has characters an HTTP header cannot carry".to_string())
+        })?;
+        request.headers_mut().insert("X-API-Key", value);
+    }
+    match tungstenite::client::client(request, stream) {
+        Ok((socket, _)) => Ok(socket),
+        Err(HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            let status = response.status();
+            let refused = Response {
+                status: status.as_u16(),
+                reason: status.canonical_reason().unwrap_or("").to_string(),
+                body: response.body().clone().unwrap_or_default(),
+            };
+            Err(Failure::Failed(format!(
+                "the server refused the WebSocket at {url}: {}",
+                refused.error_text()
+            )))
+        }
+        Err(HandshakeError::Failure(e)) => Err(Failure::Failed(format!(
+            "WebSocket handshake with {url} failed: {}",
+            describe(&e, client.timeout)
+        ))),
+        // A blocking socket only "interrupts" the handshake when its timeout expires.
+        Err(HandshakeError::Interrupted(_)) => Err(Failure::Failed(format!(
+            "WebSocket handshake with {url} failed: no answer within {:.1} s",
+            client.timeout.as_secs_f64()
+        ))),
+    }
+}
+
+fn is_timeout(err: &tungstenite::Error) -> bool {
+    matches!(err, tungstenite::Error::Io(e)
+        if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+}
+
+fn describe(err: &tungstenite::Error, timeout: Duration) -> String {
+    if is_timeout(err) {
+        format!("no answer within {:.1} s", timeout.as_secs_f64())
+    } else {
+        err.to_string()
+    }
+}
+
+/// What one read produced.
+enum Received {
+    /// A server message: its text as received and its parsed JSON.
+    Json(String, Value),
+    Closed(Option<CloseFrame>),
+    /// Control frames (answered by tungstenite), binary or non-JSON text.
+    Other,
+}
+
+/// Reads one message, waiting at most `timeout` (`None`: forever).
+fn receive(socket: &mut Socket, timeout: Option<Duration>) -> Result<Received, tungstenite::Error> {
+    // A zero timeout means "block" to the OS: keep it strictly positive.
+    let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
+    socket.get_ref().set_read_timeout(timeout)?;
+    Ok(match socket.read()? {
+        Message::Text(text) => match serde_json::from_str::<Value>(text.as_str()) {
+            Ok(value) => Received::Json(text.as_str().to_string(), value),
+            Err(_) => {
+                eprintln!(
+                    "pubsubd: ignoring a message that is not JSON: {}",
+                    text.as_str()
+                );
+                Received::Other
+            }
+        },
+        Message::Close(frame) => Received::Closed(frame),
+        _ => Received::Other,
+    })
+}
+
+fn field<'a>(value: &'a Value, name: &str) -> Option<&'a str> {
+    value.get(name).and_then(Value::as_str)
+}
+
+/// `CODE: message` of an `error` answer.
+fn error_text(value: &Value) -> String {
+    let error = value.get("error");
+    let code = error.and_then(|e| field(e, "code")).unwrap_or("ERROR");
+    let message = error
+        .and_then(|e| field(e, "message"))
+        .unwrap_or("(no message)");
+    format!("{code}: {message}")
+}
+
+fn close_text(frame: &Option<CloseFrame>) -> String {
+    match frame {
+        None => "no close code".to_string(),
+        Some(f) if f.reason.is_empty() => format!("close code {}", u16::from(f.code)),
+        Some(f) => format!("close code {}: {}", u16::from(f.code), f.reason.as_str()),
+    }
+}
+
+/// Closes our side and waits briefly for the server's, so it sees a clean close.
+fn hang_up(mut socket: Socket) {
+    let _ = socket.close(None);
+    let deadline = Instant::now() + CLOSE_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || receive(&mut socket, Some(left)).is_err() {
+            return;
+        }
+    }
+}
+
+/// `pubsubd sub`: prints events as JSON lines until the subscription ends.
+pub fn subscribe(
+    client: &Client,
+    topic: &str,
+    last_n: u64,
+    client_id: Option<&str>,
+) -> Result<ExitCode, Failure> {
+    let client_id = client_id
+        .map(String::from)
+        .unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4().simple()));
+    let mut socket = connect(client)?;
+    let request = json!({
+        "type": "subscribe",
+        "topic": topic,
+        "client_id": client_id,
+        "last_n": last_n,
+        "request_id": "sub",
+    });
+    let lost = |e: tungstenite::Error| {
+        Failure::Failed(format!(
+            "connection to {} lost: {}",
+            client.endpoint.ws_url(),
+            describe(&e, client.timeout)
+        ))
+    };
+    socket
+        .send(Message::text(request.to_string()))
+        .map_err(lost)?;
+
+    let subscribe_deadline = Instant::now() + client.timeout;
+    let mut subscribed = false;
+    // Set by an error the server sends before it closes (e.g. SLOW_CONSUMER).
+    let mut server_error = None;
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    loop {
+        let timeout =
+            (!subscribed).then(|| subscribe_deadline.saturating_duration_since(Instant::now()));
+        let (raw, message) = match receive(&mut socket, timeout) {
+            Ok(Received::Json(raw, message)) => (raw, message),
+            Ok(Received::Other) => continue,
+            Ok(Received::Closed(frame)) => {
+                hang_up(socket);
+                return match (server_error, &frame) {
+                    (Some(error), _) => Err(Failure::Failed(error)),
+                    (None, None) => Ok(ExitCode::SUCCESS),
+                    (None, Some(f)) if matches!(u16::from(f.code), 1000 | 1001) => {
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    (None, Some(_)) => Err(Failure::Failed(format!(
+                        "the server closed the subscription ({})",
+                        close_text(&frame)
+                    ))),
+                };
+            }
+            Err(e) if is_timeout(&e) && !subscribed => {
+                return Err(Failure::Failed(format!(
+                    "subscribe to '{topic}': no answer within {:.1} s",
+                    client.timeout.as_secs_f64()
+                )));
+            }
+            Err(e) => return Err(server_error.map_or_else(|| lost(e), Failure::Failed)),
+        };
+        match field(&message, "type").unwrap_or("") {
+            "event" => {
+                // One line per event: the server's JSON is compact, but be sure.
+                let line = if raw.contains('\n') {
+                    message.to_string()
+                } else {
+                    raw
+                };
+                if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                    hang_up(socket);
+                    return if e.kind() == io::ErrorKind::BrokenPipe {
+                        Ok(ExitCode::SUCCESS)
+                    } else {
+                        Err(Failure::Failed(format!("cannot write to stdout: {e}")))
+                    };
+                }
+            }
+            "ack" if field(&message, "request_id") == Some("sub") => subscribed = true,
+            "error" if field(&message, "request_id") == Some("sub") => {
+                hang_up(socket);
+                return Err(Failure::Failed(format!(
+                    "subscribe to '{topic}' failed: {}",
+                    error_text(&message)
+                )));
+            }
+            "error" => {
+                let text = format!(
+                    "the server ended the subscription: {}",
+                    error_text(&message)
+                );
+                server_error = Some(text);
+            }
+            "info" => match field(&message, "msg").unwrap_or("") {
+                "ping" => {}
+                "server_shutdown" => eprintln!("pubsubd: the server is shutting down"),
+                "messages_dropped" => eprintln!(
+                    "pubsubd: warning: the server dropped {} event(s) this subscriber was too slow to take",
+                    message.get("dropped").map_or(json!("some"), Value::clone)
+                ),
+                "topic_deleted" if field(&message, "topic") == Some(topic) => {
+                    hang_up(socket);
+                    return Err(Failure::Failed(format!("topic '{topic}' was deleted")));
+                }
+                "subscription_replaced" if field(&message, "topic") == Some(topic) => {
+                    hang_up(socket);
+                    return Err(Failure::Failed(format!(
+                        "another connection subscribed to '{topic}' with client id '{client_id}' and took the subscription over"
+                    )));
+                }
+                _ => eprintln!("pubsubd: {raw}"),
+            },
+            _ => {}
+        }
+    }
+}
+
+/// A payload from the command line or stdin: valid JSON, kept verbatim.
+fn parse_payload(text: &str) -> Result<Box<RawValue>, String> {
+    serde_json::from_str::<Box<RawValue>>(text).map_err(|e| {
+        let t = text.trim_start();
+        let looks_bare = !t.starts_with(['{', '[', '"', '-'])
+            && !t.starts_with(|c: char| c.is_ascii_digit())
+            && !["true", "false", "null"].iter().any(|w| t.starts_with(w));
+        if looks_bare {
+            format!("{e} (a string payload needs JSON quotes, e.g. '\"hello\"')")
+        } else {
+            e.to_string()
+        }
+    })
+}
+
+/// One publishing connection and its requests awaiting an answer.
+struct Publisher<'a> {
+    socket: Socket,
+    topic: &'a str,
+    client_id: Option<&'a str>,
+    timeout: Duration,
+    /// `(request_id, stdin line or 0)` in sending order.
+    pending: VecDeque<(String, usize)>,
+    sent: u64,
+    acknowledged: u64,
+}
+
+impl Publisher<'_> {
+    fn failed(&self, what: &str, err: &tungstenite::Error) -> Failure {
+        Failure::Failed(format!(
+            "publish to '{}' failed: {what}: {}",
+            self.topic,
+            describe(err, self.timeout)
+        ))
+    }
+
+    fn send(&mut self, payload: &RawValue, line: usize) -> Result<(), Failure> {
+        self.sent += 1;
+        let request_id = format!("p{}", self.sent);
+        let mut frame = json!({
+            "type": "publish",
+            "topic": self.topic,
+            "request_id": request_id,
+        });
+        if let Some(id) = self.client_id {
+            frame["client_id"] = json!(id);
+        }
+        // The payload goes in verbatim: re-encoding could change its numbers.
+        let head = frame.to_string();
+        let head = head.strip_suffix('}').unwrap_or(&head);
+        let text = format!(
+            r#"{head},"message":{{"id":"{}","payload":{}}}}}"#,
+            uuid::Uuid::new_v4(),
+            payload.get()
+        );
+        self.socket
+            .send(Message::text(text))
+            .map_err(|e| self.failed("sending", &e))?;
+        self.pending.push_back((request_id, line));
+        Ok(())
+    }
+
+    /// Waits for the answer to one pending publish.
+    fn await_answer(&mut self) -> Result<(), Failure> {
+        loop {
+            let message = match receive(&mut self.socket, Some(self.timeout)) {
+                Ok(Received::Json(_, message)) => message,
+                Ok(Received::Other) => continue,
+                Ok(Received::Closed(frame)) => {
+                    return Err(Failure::Failed(format!(
+                        "publish to '{}' failed: the server closed the connection ({}) with {} message(s) unacknowledged",
+                        self.topic,
+                        close_text(&frame),
+                        self.pending.len()
+                    )));
+                }
+                Err(e) => return Err(self.failed("waiting for the acknowledgement", &e)),
+            };
+            let kind = field(&message, "type").unwrap_or("");
+            if kind == "info" && field(&message, "msg") == Some("server_shutdown") {
+                eprintln!("pubsubd: the server is shutting down");
+            }
+            if kind != "ack" && kind != "error" {
+                continue;
+            }
+            let request_id = field(&message, "request_id");
+            let position = self
+                .pending
+                .iter()
+                .position(|(id, _)| Some(id.as_str()) == request_id);
+            let line = match position.and_then(|i| self.pending.remove(i)) {
+                Some((_, line)) => line,
+                None if kind == "ack" => continue,
+                None => 0,
+            };
+            if kind == "ack" {
+                self.acknowledged += 1;
+                return Ok(());
+            }
+            let at = if line > 0 {
+                format!(" (stdin line {line})")
+            } else {
+                String::new()
+            };
+            return Err(Failure::Failed(format!(
+                "publish to '{}' failed{at}: {}",
+                self.topic,
+                error_text(&message)
+            )));
+        }
+    }
+
+    /// Reads whatever the server sent while we had nothing to say, answering
+    /// its heartbeats so an idle publisher is not closed for idleness.
+    fn keep_alive(&mut self) -> Result<(), Failure> {
+        loop {
+            match receive(&mut self.socket, Some(Duration::from_millis(1))) {
+                Ok(Received::Closed(frame)) => {
+                    return Err(Failure::Failed(format!(
+                        "the server closed the connection ({})",
+                        close_text(&frame)
+                    )));
+                }
+                Ok(Received::Json(_, message)) => {
+                    if field(&message, "msg") == Some("server_shutdown") {
+                        eprintln!("pubsubd: the server is shutting down");
+                    }
+                }
+                Ok(Received::Other) => {}
+                Err(e) if is_timeout(&e) => return Ok(()),
+                Err(e) => return Err(self.failed("connection lost", &e)),
+            }
+        }
+    }
+
+    /// Sends stdin's lines, at most [`WINDOW`] unanswered at a time.
+    fn publish_lines(&mut self, lines: &mpsc::Receiver<io::Result<String>>) -> Result<(), Failure> {
+        let mut line_number = 0;
+        let mut input_open = true;
+        let mut stop = None;
+        loop {
+            while input_open && stop.is_none() && self.pending.len() < WINDOW {
+                // With nothing in flight, wait for input; otherwise only take what is ready.
+                let next = if self.pending.is_empty() {
+                    match lines.recv_timeout(IDLE_POLL) {
+                        Ok(line) => line,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.keep_alive()?;
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => {
+                            input_open = false;
+                            break;
+                        }
+                    }
+                } else {
+                    match lines.try_recv() {
+                        Ok(line) => line,
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            input_open = false;
+                            break;
+                        }
+                    }
+                };
+                line_number += 1;
+                match next {
+                    Err(e) => stop = Some(Failure::Failed(format!("cannot read stdin: {e}"))),
+                    Ok(text) if text.trim().is_empty() => {}
+                    Ok(text) => match parse_payload(&text) {
+                        Ok(payload) => self.send(&payload, line_number)?,
+                        Err(e) => {
+                            stop = Some(Failure::Input(format!(
+                                "invalid JSON on stdin line {line_number}: {e}"
+                            )))
+                        }
+                    },
+                }
+            }
+            if !self.pending.is_empty() {
+                self.await_answer()?;
+            } else if !input_open || stop.is_some() {
+                return stop.map_or(Ok(()), Err);
+            }
+        }
+    }
+}
+
+/// `pubsubd pub`: one message from `json`, or one per stdin line.
+pub fn publish(
+    client: &Client,
+    topic: &str,
+    json: Option<&str>,
+    client_id: Option<&str>,
+) -> Result<ExitCode, Failure> {
+    let payload = match json {
+        Some(text) => Some(
+            parse_payload(text)
+                .map_err(|e| Failure::Input(format!("invalid JSON payload: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut publisher = Publisher {
+        socket: connect(client)?,
+        topic,
+        client_id,
+        timeout: client.timeout,
+        pending: VecDeque::new(),
+        sent: 0,
+        acknowledged: 0,
+    };
+    let result = match payload {
+        Some(payload) => publisher
+            .send(&payload, 0)
+            .and_then(|()| publisher.await_answer()),
+        None => {
+            // SAFETY: isatty only inspects the file descriptor.
+            if unsafe { libc::isatty(libc::STDIN_FILENO) } == 1 {
+                eprintln!(
+                    "pubsubd: publishing one JSON payload per line to '{topic}' (Ctrl-D ends)"
+                );
+            }
+            let (sender, lines) = mpsc::sync_channel(WINDOW);
+            std::thread::spawn(move || {
+                for line in io::stdin().lock().lines() {
+                    let failed = line.is_err();
+                    if sender.send(line).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            publisher.publish_lines(&lines).map_err(|failure| {
+                let done = publisher.acknowledged;
+                match failure {
+                    Failure::Failed(m) if done > 0 => {
+                        Failure::Failed(format!("{m} ({done} earlier message(s) were published)"))
+                    }
+                    Failure::Input(m) if done > 0 => {
+                        Failure::Input(format!("{m} ({done} earlier message(s) were published)"))
+                    }
+                    other => other,
+                }
+            })
+        }
+    };
+    hang_up(publisher.socket);
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_are_kept_verbatim_and_bare_words_get_a_hint() {
+        assert_eq!(
+            parse_payload(" {\"a\": 1.50} ").unwrap().get(),
+            "{\"a\": 1.50}"
+        );
+        assert_eq!(parse_payload("-5").unwrap().get(), "-5");
+        assert!(parse_payload("hello").unwrap_err().contains("JSON quotes"));
+        assert!(
+            !parse_payload("{\"a\":")
+                .unwrap_err()
+                .contains("JSON quotes")
+        );
+        assert!(parse_payload("").is_err());
+    }
+}
