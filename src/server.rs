@@ -899,7 +899,14 @@ impl Server {
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == sub.conn) else {
                 continue;
             };
-            match offer(conn, &frame, &self.config, self.now, ts) {
+            match offer(
+                conn,
+                &frame,
+                &self.config,
+                self.now,
+                ts,
+                &mut self.counters.bytes_out,
+            ) {
                 Offer::Queued => tally.delivered += 1,
                 Offer::Dropped { queued, dropped } => {
                     tally.delivered += u64::from(queued);
@@ -920,7 +927,14 @@ impl Server {
     /// Queues one event (live or replayed) to one connection under the overflow policy.
     fn deliver(&mut self, key: usize, frame: &Bytes, topic: &str, ts: &str) {
         let mut tally = Tally::default();
-        match offer(&mut self.conns[key], frame, &self.config, self.now, ts) {
+        match offer(
+            &mut self.conns[key],
+            frame,
+            &self.config,
+            self.now,
+            ts,
+            &mut self.counters.bytes_out,
+        ) {
             Offer::Queued => tally.delivered += 1,
             Offer::Dropped { queued, dropped } => {
                 tally.delivered += u64::from(queued);
@@ -1158,11 +1172,28 @@ enum Offer {
 }
 
 /// Offers an event to one connection's queue under the overflow policy (§3).
-fn offer(conn: &mut Conn, frame: &Bytes, config: &Config, now: Instant, ts: &str) -> Offer {
+fn offer(
+    conn: &mut Conn,
+    frame: &Bytes,
+    config: &Config,
+    now: Instant,
+    ts: &str,
+    bytes_out: &mut u64,
+) -> Offer {
     if !matches!(conn.state, State::WebSocket(_)) || conn.dead {
         return Offer::Skipped;
     }
     let limit = config.outbound_limit;
+    if conn.outbound.len() + frame.len() > limit && !conn.write_blocked {
+        // The limit is for bytes the client has not taken: hand the kernel what
+        // it will accept before judging (a burst within one loop turn is not a
+        // slow consumer). A failed write is seen again by the turn's flush.
+        let before = conn.outbound.len();
+        if conn.outbound.flush_to(&mut conn.socket, usize::MAX) == Flush::Pending {
+            conn.write_blocked = true;
+        }
+        *bytes_out += (before - conn.outbound.len()) as u64;
+    }
     if conn.outbound.len() + frame.len() <= limit {
         conn.push(frame.clone(), Kind::Event);
         return Offer::Queued;

@@ -213,13 +213,28 @@ impl Ws {
         Ws::connect_path(addr, "/ws", &[]).expect("WebSocket handshake")
     }
 
+    /// A client whose kernel receive buffer is tiny, so that not reading
+    /// stalls it after a few KiB instead of megabytes.
+    pub fn connect_stalling(addr: SocketAddr) -> Ws {
+        Ws::handshake(addr, small_window_stream(addr), "/ws", &[]).expect("WebSocket handshake")
+    }
+
     pub fn connect_path(
         addr: SocketAddr,
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<Ws, tungstenite::Error> {
-        use tungstenite::client::IntoClientRequest;
         let stream = TcpStream::connect(addr).expect("connect");
+        Ws::handshake(addr, stream, path, headers)
+    }
+
+    fn handshake(
+        addr: SocketAddr,
+        stream: TcpStream,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Ws, tungstenite::Error> {
+        use tungstenite::client::IntoClientRequest;
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
         let mut req = format!("ws://{addr}{path}").into_client_request()?;
@@ -308,9 +323,48 @@ impl Ws {
     /// A ping round trip: proves the connection is open and everything before it was answered.
     pub fn ping(&mut self) {
         self.send(json!({"type":"ping","request_id":"alive"}));
-        let pong = self.recv();
+        let pong = self.recv_skip_heartbeat();
         assert_eq!(pong["type"], "pong", "{pong}");
         assert_eq!(pong["request_id"], "alive");
+    }
+}
+
+/// A TCP connection whose receive buffer is set to 4 KiB before connecting
+/// (afterwards is too late: the window is agreed in the handshake).
+pub fn small_window_stream(addr: SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only")
+    };
+    // SAFETY: plain socket calls on a descriptor this function owns until it
+    // is handed to TcpStream; every pointer passed is valid for its size.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let size: libc::c_int = 4096;
+        let rc = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "setsockopt SO_RCVBUF");
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect");
+        TcpStream::from_raw_fd(fd)
     }
 }
 
