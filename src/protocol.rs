@@ -230,9 +230,25 @@ fn typed<'a>(raw: Option<&'a RawValue>, wrong_type: &str) -> Result<Option<Text<
         .transpose()
 }
 
-/// request_id is echoed verbatim, so only a string or a number is taken.
+/// request_id is echoed verbatim, so only a string or a number is taken, and
+/// never one that strict JSON parsers would refuse.
 fn echoable(raw: &str) -> bool {
-    raw.starts_with('"') || raw.starts_with('-') || raw.as_bytes()[0].is_ascii_digit()
+    (raw.starts_with('"') || raw.starts_with('-') || raw.as_bytes()[0].is_ascii_digit())
+        && !has_lone_surrogate(raw)
+}
+
+/// Whether raw JSON text holds a `\uD800`–`\uDFFF` escape that is not part of
+/// a valid surrogate pair. JSON's grammar allows them, but many parsers
+/// (serde_json among them) refuse such text, so it is never passed on.
+fn has_lone_surrogate(json: &str) -> bool {
+    let maybe = json.match_indices("\\u").any(|(i, _)| {
+        matches!(
+            json.as_bytes().get(i + 2..i + 4),
+            Some([b'd' | b'D', b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'])
+        )
+    });
+    // Decoding every string checks the pairs; only needed when one may be there.
+    maybe && serde_json::from_str::<serde_json::Value>(json).is_err()
 }
 
 /// Applies the protocol's rules to typed fields.
@@ -244,7 +260,7 @@ fn checked(p: Parts<'_>) -> Incoming<'_> {
         _ => None,
     };
     let request = if raw_id.is_some() && request_id.is_none() {
-        Err("request_id must be a string or a number".to_string())
+        Err("request_id must be a string (of valid Unicode) or a number".to_string())
     } else {
         request(p)
     };
@@ -285,6 +301,9 @@ fn request(p: Parts<'_>) -> Result<Request<'_>, String> {
             let payload = m
                 .payload
                 .ok_or("missing field 'message.payload' (any JSON value)")?;
+            if has_lone_surrogate(payload.get()) {
+                return Err("message.payload holds a \\u escape of a lone surrogate, which is not valid Unicode".into());
+            }
             if nests_deeper_than(payload.get(), MAX_PAYLOAD_DEPTH) {
                 return Err(format!(
                     "message.payload nests arrays and objects deeper than {MAX_PAYLOAD_DEPTH} levels"
@@ -670,7 +689,7 @@ mod tests {
             (r#"{"type":"ping","type":"ping"}"#.into(), "duplicate field"),
             (
                 r#"{"type":"ping","request_id":{"a":1}}"#.into(),
-                "request_id must be a string or a number",
+                "request_id must be a string (of valid Unicode) or a number",
             ),
             (
                 format!("{}1{}", "[".repeat(200), "]".repeat(200)),
@@ -713,6 +732,25 @@ mod tests {
             &format!("[\"{}\"]", "[".repeat(100)),
             64
         ));
+    }
+
+    #[test]
+    fn lone_surrogates_are_refused_where_they_would_be_passed_on() {
+        assert!(has_lone_surrogate(r#""\ud800""#));
+        assert!(has_lone_surrogate(r#"{"a":"x\uDC00y"}"#));
+        assert!(!has_lone_surrogate(r#""\ud83d\ude00""#));
+        assert!(!has_lone_surrogate(r#""\u00e9 plain""#));
+        let m = parse(r#"{"type":"ping","request_id":"\ud800"}"#);
+        assert!(m.request.unwrap_err().contains("request_id"));
+        assert_eq!(m.request_id, None);
+        let text = format!(
+            r#"{{"type":"publish","topic":"t","message":{{"id":"{UUID}","payload":"\udfff"}}}}"#
+        );
+        assert!(parse(&text).request.unwrap_err().contains("surrogate"));
+        let ok = format!(
+            r#"{{"type":"publish","topic":"t","message":{{"id":"{UUID}","payload":"\ud83d\ude00"}}}}"#
+        );
+        assert!(parse(&ok).request.is_ok());
     }
 
     #[test]
