@@ -1118,7 +1118,10 @@ impl Server {
                 State::Http(http) if http.buf.is_empty() && conn.outbound.is_empty() => {
                     self.kill(key)
                 }
-                // A request in flight finishes; its response closes the connection.
+                // A request still arriving is read and answered; the answer
+                // carries `Connection: close` (see `handle_request`).
+                State::Http(http) if !http.buf.is_empty() => {}
+                // A response on its way finishes, then the connection closes.
                 _ => {
                     conn.begin_closing(deadline);
                     if !conn.outbound.is_empty() {
