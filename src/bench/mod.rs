@@ -1,7 +1,652 @@
 //! `pubsubd bench`: a load generator for any server speaking the protocol.
-use std::process::ExitCode;
+//!
+//! One thread, one `mio::Poll`, every client on it. Prints one JSON object on
+//! stdout (for scripts) and a short table on stderr (for people).
 
-pub fn main(_args: Vec<String>) -> ExitCode {
-    eprintln!("pubsubd: bench is not built yet");
-    ExitCode::FAILURE
+mod engine;
+mod hist;
+mod sys;
+mod wire;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+use crate::cli::endpoint::Endpoint;
+use engine::{Engine, Plan, Role, Tally};
+
+pub const USAGE: &str = "\
+Usage: pubsubd bench <fanout|conns|slow> [options]
+
+Scenarios:
+  fanout   S subscribers on T topics, P publishers publishing as fast as a
+           window of unanswered publishes allows, or at --rate
+  conns    C idle subscribers on one topic, then K publishes to all of them
+  slow     one subscriber that never reads beside F normal ones
+
+Options (defaults in brackets):
+  --url URL            server [PUBSUBD_URL or http://127.0.0.1:8080]
+  --api-key KEY        [PUBSUBD_API_KEY]
+  --publishers P       [1]
+  --subscribers S      fanout: [1]; slow: normal subscribers [10]
+  --topics T           [1]
+  --size BYTES         payload size [128]
+  --window N           unanswered publishes per publisher [256]
+  --rate N             publishes per second over all publishers [as fast as
+                       the window allows; slow: 10000]
+  --max-backlog N      events sent but not yet received, per subscriber,
+                       before publishers wait [1000]
+  --warmup SECONDS     [1]
+  --duration SECONDS   measured window [5; slow: 10]
+  --count N            publish exactly N per publisher and measure all of it
+  --connections C      conns: [1000]
+  --messages K         conns: [10]
+  --sources N          spread connections over 127.0.0.1..N [1 per 25000]
+  --server-pid PID     report the server's CPU and memory
+  --spin               busy-poll instead of sleeping: the bench's own wake-up
+                       latency stays out of the latencies (costs one core)
+  --no-create          do not create the topics over REST first
+  --markdown LABEL     print one Markdown table row on stderr instead of the table
+";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    Fanout,
+    Conns,
+    Slow,
+}
+
+struct Options {
+    scenario: Scenario,
+    url: String,
+    api_key: Option<String>,
+    publishers: u64,
+    subscribers: Option<u64>,
+    topics: u64,
+    size: usize,
+    window: u64,
+    rate: Option<f64>,
+    max_backlog: u64,
+    warmup: f64,
+    duration: Option<f64>,
+    count: Option<u64>,
+    connections: u64,
+    messages: u64,
+    sources: Option<u8>,
+    server_pid: Option<u32>,
+    create: bool,
+    spin: bool,
+    markdown: Option<String>,
+}
+
+fn parse(args: Vec<String>) -> Result<Options, String> {
+    let mut args = args.into_iter();
+    let scenario = match args.next().as_deref() {
+        Some("fanout") => Scenario::Fanout,
+        Some("conns") => Scenario::Conns,
+        Some("slow") => Scenario::Slow,
+        Some("-h" | "--help") | None => return Err(String::new()),
+        Some(other) => return Err(format!("unknown scenario '{other}'")),
+    };
+    let mut o = Options {
+        scenario,
+        url: std::env::var("PUBSUBD_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into()),
+        api_key: std::env::var("PUBSUBD_API_KEY")
+            .ok()
+            .filter(|k| !k.is_empty()),
+        publishers: 1,
+        subscribers: None,
+        topics: 1,
+        size: 128,
+        window: 256,
+        rate: None,
+        max_backlog: 1000,
+        warmup: 1.0,
+        duration: None,
+        count: None,
+        connections: 1000,
+        messages: 10,
+        sources: None,
+        server_pid: None,
+        create: true,
+        spin: false,
+        markdown: None,
+    };
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (arg.clone(), None),
+        };
+        let flag = matches!(name.as_str(), "--no-create" | "--spin" | "-h" | "--help");
+        let value = if flag {
+            String::new()
+        } else {
+            inline
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs a value"))?
+        };
+        fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
+            v.parse()
+                .map_err(|_| format!("{name}: '{v}' is not a valid number"))
+        }
+        fn positive(name: &str, v: &str) -> Result<u64, String> {
+            match num::<u64>(name, v)? {
+                0 => Err(format!("{name} must be at least 1")),
+                n => Ok(n),
+            }
+        }
+        match name.as_str() {
+            "--url" => o.url = value,
+            "--api-key" => o.api_key = Some(value),
+            "--publishers" => o.publishers = positive(&name, &value)?,
+            "--subscribers" => o.subscribers = Some(num(&name, &value)?),
+            "--topics" => o.topics = positive(&name, &value)?,
+            "--size" => o.size = num(&name, &value)?,
+            "--window" => o.window = positive(&name, &value)?,
+            "--rate" => o.rate = Some(num::<f64>(&name, &value)?).filter(|r| *r > 0.0),
+            "--max-backlog" => o.max_backlog = positive(&name, &value)?,
+            "--warmup" => o.warmup = num(&name, &value)?,
+            "--duration" => o.duration = Some(num(&name, &value)?),
+            "--count" => o.count = Some(positive(&name, &value)?),
+            "--connections" => o.connections = positive(&name, &value)?,
+            "--messages" => o.messages = positive(&name, &value)?,
+            "--sources" => o.sources = Some(num::<u8>(&name, &value)?.max(1)),
+            "--server-pid" => o.server_pid = Some(num(&name, &value)?),
+            "--no-create" => o.create = false,
+            "--spin" => o.spin = true,
+            "--markdown" => o.markdown = Some(value),
+            "-h" | "--help" => return Err(String::new()),
+            _ => return Err(format!("unknown option '{name}'")),
+        }
+    }
+    Ok(o)
+}
+
+pub fn main(args: Vec<String>) -> ExitCode {
+    let options = match parse(args) {
+        Ok(o) => o,
+        Err(e) if e.is_empty() => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("pubsubd bench: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&options) {
+        Ok(report) => {
+            println!("{}", Value::Object(report.json));
+            eprint!("{}", report.text);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pubsubd bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Report {
+    json: Map<String, Value>,
+    text: String,
+}
+
+/// CPU and clock readings at one moment, to difference over a window.
+struct Mark {
+    at: Instant,
+    own_cpu: Duration,
+    server_cpu: Option<Duration>,
+    acked: u64,
+    received: u64,
+}
+
+fn mark(engine: &Engine, server_pid: Option<u32>) -> Mark {
+    Mark {
+        at: Instant::now(),
+        own_cpu: sys::own_cpu(),
+        server_cpu: server_pid.and_then(sys::process_cpu),
+        acked: engine.tally.acked,
+        received: engine.tally.received,
+    }
+}
+
+fn run(o: &Options) -> Result<Report, String> {
+    let endpoint = Endpoint::parse(&o.url)?;
+    let addr = endpoint
+        .resolve()
+        .map_err(|e| format!("cannot resolve {}: {e}", o.url))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("no address for {}", o.url))?;
+    let fd_limit = sys::raise_fd_limit();
+    let subscribers = match o.scenario {
+        Scenario::Fanout => o.subscribers.unwrap_or(1),
+        Scenario::Slow => o.subscribers.unwrap_or(10),
+        Scenario::Conns => o.connections,
+    };
+    let needed = subscribers + o.publishers + 16;
+    if needed > fd_limit {
+        return Err(format!(
+            "{needed} connections need more open files than this process may have ({fd_limit})"
+        ));
+    }
+    let topics: Vec<String> = (0..if o.scenario == Scenario::Fanout {
+        o.topics
+    } else {
+        1
+    })
+        .map(|i| format!("bench.{}.{i}", std::process::id()))
+        .collect();
+    if o.create {
+        create_topics(&endpoint, o.api_key.as_deref(), &topics)?;
+    }
+    let sources = sources(o, addr, subscribers);
+    let plan = Plan {
+        addr,
+        host: endpoint.authority(),
+        ws_path: endpoint.path("/ws"),
+        api_key: o.api_key.clone(),
+        size: o.size,
+        window: if o.scenario == Scenario::Conns {
+            1
+        } else {
+            o.window
+        },
+        rate: match (o.scenario, o.rate) {
+            (_, Some(r)) => Some(r / o.publishers as f64),
+            (Scenario::Slow, None) => Some(10_000.0 / o.publishers as f64),
+            _ => None,
+        },
+        max_backlog: o.max_backlog.saturating_mul(subscribers.max(1)),
+        lockstep: o.scenario == Scenario::Conns,
+        publishers: o.publishers,
+        count: if o.scenario == Scenario::Conns {
+            Some(o.messages)
+        } else {
+            o.count
+        },
+        sources,
+        connect_batch: 256,
+        max_frame: 64 << 20,
+        spin: o.spin,
+        topics,
+    };
+    let topic_count = plan.topics.len();
+    let mut engine = Engine::new(plan).map_err(|e| format!("cannot start: {e}"))?;
+    let open_timeout = Duration::from_secs(30 + subscribers / 500);
+    let rss_idle = o.server_pid.and_then(sys::process_rss_kib);
+
+    let mut roles: Vec<Role> = (0..subscribers)
+        .map(|i| Role::Subscriber {
+            topic: i as usize % topic_count,
+        })
+        .collect();
+    if o.scenario == Scenario::Slow {
+        roles.insert(0, Role::Stalled { topic: 0 });
+    }
+    let open_time = engine.open(&roles, open_timeout)?;
+    let rss_open = o.server_pid.and_then(sys::process_rss_kib);
+    let publishers: Vec<Role> = (0..o.publishers).map(|id| Role::Publisher { id }).collect();
+    engine.open(&publishers, Duration::from_secs(10))?;
+
+    let io = |e: std::io::Error| format!("poll failed: {e}");
+    let quiet = Duration::from_secs(3);
+    let (start, end) = if engine_counts(o) {
+        engine.measuring = true;
+        let start = mark(&engine, o.server_pid);
+        engine.publish_count(quiet).map_err(io)?;
+        (start, mark(&engine, o.server_pid))
+    } else {
+        engine
+            .run_for(Duration::from_secs_f64(o.warmup), true)
+            .map_err(io)?;
+        engine.measuring = true;
+        let start = mark(&engine, o.server_pid);
+        let default = if o.scenario == Scenario::Slow {
+            10.0
+        } else {
+            5.0
+        };
+        let window = Duration::from_secs_f64(o.duration.unwrap_or(default));
+        engine.run_for(window, true).map_err(io)?;
+        let end = mark(&engine, o.server_pid);
+        engine.measuring = false;
+        engine.drain(quiet).map_err(io)?;
+        (start, end)
+    };
+    if o.scenario == Scenario::Slow {
+        engine
+            .read_stalled(Duration::from_millis(500))
+            .map_err(io)?;
+    }
+    let rss_end = o.server_pid.and_then(sys::process_rss_kib);
+    let still_open = engine.connections();
+    engine.close_all();
+
+    let mut r = summarize(o, &engine, &start, &end, subscribers, still_open);
+    let json = &mut r.json;
+    if let Some((rss, peak)) = rss_end {
+        json.insert("server_rss_kib".into(), json!(rss));
+        json.insert("server_peak_rss_kib".into(), json!(peak));
+    }
+    if o.scenario == Scenario::Conns {
+        json.insert("open_s".into(), json!(round(open_time.as_secs_f64(), 3)));
+        let spread = &engine.tally.spread;
+        json.insert(
+            "deliver_all_ms".into(),
+            json!({
+                "publishes": spread.count(),
+                "p50": round(spread.quantile(0.5) as f64 / 1e6, 2),
+                "max": round(spread.max() as f64 / 1e6, 2),
+            }),
+        );
+        if let (Some((idle, _)), Some((open, _))) = (rss_idle, rss_open) {
+            json.insert("server_rss_idle_kib".into(), json!(idle));
+            json.insert("server_rss_open_kib".into(), json!(open));
+            json.insert(
+                "server_bytes_per_connection".into(),
+                json!(open.saturating_sub(idle) * 1024 / subscribers.max(1)),
+            );
+        }
+    }
+    if o.scenario == Scenario::Slow {
+        let outcomes: Vec<Value> = engine
+            .stalled_outcomes()
+            .into_iter()
+            .map(|(code, closed)| json!({"close_code": code, "closed_by_server": closed}))
+            .collect();
+        json.insert(
+            "stalled".into(),
+            json!({
+                "events_received": engine.tally.stalled_received,
+                "outcomes": outcomes,
+            }),
+        );
+    }
+    r.text = render(o, &r.json);
+    Ok(r)
+}
+
+fn engine_counts(o: &Options) -> bool {
+    o.scenario == Scenario::Conns || o.count.is_some()
+}
+
+/// Source addresses: one per 25 000 connections (a source address has about
+/// 28 000 ephemeral ports), only for a loopback server.
+fn sources(o: &Options, addr: SocketAddr, connections: u64) -> Vec<Ipv4Addr> {
+    let n = o.sources.map(u64::from).unwrap_or(connections / 25_000 + 1);
+    if n <= 1 || !addr.ip().is_loopback() || !addr.is_ipv4() {
+        return Vec::new();
+    }
+    (1..=n.min(250) as u8)
+        .map(|i| Ipv4Addr::new(127, 0, 0, i))
+        .collect()
+}
+
+fn create_topics(
+    endpoint: &Endpoint,
+    api_key: Option<&str>,
+    topics: &[String],
+) -> Result<(), String> {
+    for topic in topics {
+        let body = json!({ "name": topic }).to_string();
+        let response = crate::cli::http::request(
+            endpoint,
+            "POST",
+            "/topics",
+            api_key,
+            Some(body.as_bytes()),
+            Duration::from_secs(5),
+        )?;
+        if !response.is_success() && response.status != 409 {
+            return Err(format!(
+                "creating topic {topic} failed: {}",
+                response.error_text()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn round(v: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (v * f).round() / f
+}
+
+fn summarize(
+    o: &Options,
+    engine: &Engine,
+    start: &Mark,
+    end: &Mark,
+    subscribers: u64,
+    still_open: usize,
+) -> Report {
+    let t: &Tally = &engine.tally;
+    let secs = end.at.duration_since(start.at).as_secs_f64().max(1e-9);
+    let expected = engine.expected();
+    let distinct = engine.distinct();
+    let us = |ns: u64| round(ns as f64 / 1000.0, 1);
+    let cpu = |a: Duration, b: Duration| round((b - a).as_secs_f64() / secs * 100.0, 1);
+    let mut json = Map::new();
+    let scenario = match o.scenario {
+        Scenario::Fanout => "fanout",
+        Scenario::Conns => "conns",
+        Scenario::Slow => "slow",
+    };
+    json.insert("scenario".into(), json!(scenario));
+    json.insert("publishers".into(), json!(o.publishers));
+    json.insert("subscribers".into(), json!(subscribers));
+    json.insert("topics".into(), json!(engine_topics(o)));
+    json.insert("size".into(), json!(o.size));
+    json.insert("seconds".into(), json!(round(secs, 3)));
+    json.insert(
+        "published_per_s".into(),
+        json!(round((end.acked - start.acked) as f64 / secs, 0)),
+    );
+    json.insert(
+        "delivered_per_s".into(),
+        json!(round((end.received - start.received) as f64 / secs, 0)),
+    );
+    json.insert("published".into(), json!(t.sent));
+    json.insert("acked".into(), json!(t.acked));
+    json.insert("expected".into(), json!(expected));
+    json.insert("received".into(), json!(t.received));
+    json.insert("lost".into(), json!(expected.saturating_sub(distinct)));
+    json.insert("duplicates".into(), json!(t.duplicates));
+    json.insert("order_violations".into(), json!(t.order_violations));
+    json.insert("foreign_events".into(), json!(t.foreign));
+    json.insert("dropped_reported".into(), json!(t.dropped_reported));
+    let h = &t.latency;
+    json.insert(
+        "latency_us".into(),
+        json!({
+            "samples": h.count(),
+            "p50": us(h.quantile(0.5)),
+            "p90": us(h.quantile(0.9)),
+            "p99": us(h.quantile(0.99)),
+            "p99.9": us(h.quantile(0.999)),
+            "max": us(h.max()),
+        }),
+    );
+    json.insert("errors".into(), json!(t.errors));
+    let codes: Map<String, Value> = t
+        .close_codes
+        .iter()
+        .map(|(c, n)| (c.to_string(), json!(n)))
+        .collect();
+    json.insert("server_closed".into(), json!(t.server_closed));
+    json.insert("close_codes".into(), Value::Object(codes));
+    json.insert("connections_open_at_end".into(), json!(still_open));
+    json.insert(
+        "bench_cpu_pct".into(),
+        json!(cpu(start.own_cpu, end.own_cpu)),
+    );
+    if let (Some(a), Some(b)) = (start.server_cpu, end.server_cpu) {
+        json.insert("server_cpu_pct".into(), json!(cpu(a, b)));
+    }
+    Report {
+        json,
+        text: String::new(),
+    }
+}
+
+fn engine_topics(o: &Options) -> u64 {
+    if o.scenario == Scenario::Fanout {
+        o.topics
+    } else {
+        1
+    }
+}
+
+fn render(o: &Options, j: &Map<String, Value>) -> String {
+    let get = |k: &str| j.get(k).cloned().unwrap_or(Value::Null);
+    let lat = |k: &str| j["latency_us"].get(k).cloned().unwrap_or(Value::Null);
+    let int = |v: Value| match v.as_f64() {
+        Some(f) => group(f as u64),
+        None => "–".into(),
+    };
+    let pct = |v: Value| v.as_f64().map_or("–".into(), |f| format!("{f:.0} %"));
+    let rss = match get("server_rss_kib").as_u64() {
+        Some(k) => format!("{:.1} MiB", k as f64 / 1024.0),
+        None => "–".into(),
+    };
+    let errors = get("errors")
+        .as_object()
+        .filter(|m| !m.is_empty())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}×{v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| "none".into());
+    let mut notes = Vec::new();
+    if let Some(per) = get("server_bytes_per_connection").as_u64() {
+        notes.push(format!("{per} B/conn"));
+    }
+    if let Some(open) = get("open_s").as_f64() {
+        notes.push(format!("opened in {open:.2} s"));
+    }
+    if let Some(d) = j.get("deliver_all_ms") {
+        notes.push(format!(
+            "publish→all p50 {} ms, max {} ms",
+            d["p50"], d["max"]
+        ));
+    }
+    if let Some(s) = j.get("stalled") {
+        let outcome = s["outcomes"]
+            .as_array()
+            .and_then(|a| a.first())
+            .map(|o| match o["close_code"].as_u64() {
+                Some(code) => format!("closed {code}"),
+                None if o["closed_by_server"] == true => "dropped by server".into(),
+                None => "still open".into(),
+            })
+            .unwrap_or_default();
+        notes.push(format!(
+            "stalled reader: {outcome} after {} events",
+            s["events_received"]
+        ));
+    }
+    let integrity = format!(
+        "{} / {} / {}",
+        int(get("lost")),
+        int(get("duplicates")),
+        int(get("order_violations"))
+    );
+    if let Some(label) = &o.markdown {
+        return format!(
+            "| {label} | {} | {} | {integrity} | {} / {} / {} / {} / {} | {errors} | {} | {} | {rss} | {} |\n",
+            int(get("published_per_s")),
+            int(get("delivered_per_s")),
+            lat("p50"),
+            lat("p90"),
+            lat("p99"),
+            lat("p99.9"),
+            lat("max"),
+            pct(get("bench_cpu_pct")),
+            pct(get("server_cpu_pct")),
+            notes.join("; "),
+        );
+    }
+    let mut t = String::new();
+    let mut row = |k: &str, v: String| t.push_str(&format!("  {k:<26} {v}\n"));
+    row("published/s (acked)", int(get("published_per_s")));
+    row("delivered events/s", int(get("delivered_per_s")));
+    row(
+        "expected / received",
+        format!("{} / {}", int(get("expected")), int(get("received"))),
+    );
+    row("lost / dup / order", integrity);
+    row(
+        "latency µs p50/90/99/99.9",
+        format!(
+            "{} / {} / {} / {}",
+            lat("p50"),
+            lat("p90"),
+            lat("p99"),
+            lat("p99.9")
+        ),
+    );
+    row("latency µs max", format!("{}", lat("max")));
+    row("errors", errors);
+    row("closed by server", int(get("server_closed")));
+    row("bench CPU", pct(get("bench_cpu_pct")));
+    row(
+        "server CPU / RSS",
+        format!("{} / {rss}", pct(get("server_cpu_pct"))),
+    );
+    for n in notes {
+        row("", n);
+    }
+    t
+}
+
+/// 1234567 → "1 234 567".
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn options_parse_and_refuse_nonsense() {
+        let o = parse(args(
+            "fanout --publishers 4 --subscribers=100 --topics 10 --rate 1000",
+        ))
+        .unwrap();
+        assert!(o.scenario == Scenario::Fanout);
+        assert_eq!((o.publishers, o.subscribers, o.topics), (4, Some(100), 10));
+        assert_eq!(o.rate, Some(1000.0));
+        assert!(parse(args("fanout --publishers 0")).is_err());
+        assert!(parse(args("fanout --size big")).is_err());
+        assert!(parse(args("fanout --window")).is_err());
+        assert!(parse(args("nope")).is_err());
+        assert!(parse(args("slow --bogus 1")).is_err());
+    }
+
+    #[test]
+    fn numbers_are_grouped() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1000), "1 000");
+        assert_eq!(group(1_234_567), "1 234 567");
+    }
 }

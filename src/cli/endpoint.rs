@@ -109,7 +109,7 @@ impl Endpoint {
         Err(fail(&last))
     }
 
-    fn resolve(&self) -> io::Result<Vec<SocketAddr>> {
+    pub(crate) fn resolve(&self) -> io::Result<Vec<SocketAddr>> {
         if let Ok(ip) = self.host.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, self.port)]);
         }

@@ -6,8 +6,8 @@
 //! 2 usage error or invalid input. `healthcheck` only ever exits 0 or 1, because
 //! Docker reserves 2.
 
-mod endpoint;
-mod http;
+pub(crate) mod endpoint;
+pub(crate) mod http;
 mod rest;
 mod ws;
 

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Runs the standard benchmark table against a release server on loopback and
+# prints it as Markdown (the README's "Performance" section is one run).
+#
+# Usage: scripts/bench.sh [SECONDS]     measured window per scenario [5]
+# Env:   CONNS=19000   idle connections for the `conns` row (the server and
+#                      the bench each need one file descriptor per connection;
+#                      see the README for why not 20 000 here)
+#        OUT=DIR       keep each scenario's JSON in DIR
+set -euo pipefail
+
+seconds=${1:-5}
+conns=${CONNS:-19000}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+cargo build --release --quiet
+bin=$repo/target/release/pubsubd
+out=${OUT:-$(mktemp -d)}
+mkdir -p "$out"
+log=$(mktemp)
+server=
+
+cleanup() {
+	if [[ -n $server ]] && kill -0 "$server" 2>/dev/null; then
+		kill "$server" 2>/dev/null || true
+		wait "$server" 2>/dev/null || true
+	fi
+	rm -f "$log"
+	[[ -n ${OUT:-} ]] || rm -rf "$out"
+}
+trap cleanup EXIT
+
+start_server() {
+	# The server raises its own open-file limit as far as the hard limit allows.
+	"$bin" --host 127.0.0.1 --port 0 --log-level info \
+		--max-connections $((conns + 200)) "$@" 2>"$log" &
+	server=$!
+	for _ in $(seq 100); do
+		addr=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$log" | head -1)
+		[[ -n $addr ]] && return 0
+		kill -0 "$server" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "bench.sh: the server did not start:" >&2
+	cat "$log" >&2
+	exit 1
+}
+
+stop_server() {
+	kill "$server"
+	wait "$server" || true
+	server=
+}
+
+n=0
+row() {
+	local label=$1
+	shift
+	n=$((n + 1))
+	"$bin" bench "$@" --url "http://$addr" --server-pid "$server" \
+		--markdown "$label" >"$out/$n.json" 2>"$out/$n.row" ||
+		{ cat "$out/$n.row" >&2; exit 1; }
+	cat "$out/$n.row"
+}
+
+echo "pubsubd $(git rev-parse HEAD 2>/dev/null || echo unknown), $(nproc) cores," \
+	"$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)," \
+	"payload 128 B, ${seconds} s per row, server and bench on the same machine"
+echo
+echo "| scenario | published/s | delivered/s | lost / dup / order | latency µs p50 / p90 / p99 / p99.9 / max | errors | bench CPU | server CPU | server RSS | notes |"
+echo "|---|---:|---:|---|---|---|---:|---:|---:|---|"
+
+# A fresh server for each row, so one row's memory does not show in the next.
+start_server
+row "1 → 1" fanout --duration "$seconds"
+stop_server
+start_server
+row "1 → 100" fanout --subscribers 100 --duration "$seconds"
+stop_server
+start_server
+row "1 → 1 000" fanout --subscribers 1000 --duration "$seconds"
+stop_server
+start_server
+row "4 → 100 on 10 topics" fanout --publishers 4 --subscribers 100 --topics 10 --duration "$seconds"
+stop_server
+start_server
+row "1 → 100 at 100 000 delivered/s" fanout --subscribers 100 --rate 1000 --duration "$seconds"
+stop_server
+start_server
+row "same, bench busy-polling (--spin)" fanout --subscribers 100 --rate 1000 --duration "$seconds" --spin
+stop_server
+start_server
+row "$conns idle subscribers, 10 publishes" conns --connections "$conns" --messages 10
+stop_server
+start_server --outbound-limit 1048576
+row "1 stalled + 10 normal at 10 000/s, --spin" slow --subscribers 10 --rate 10000 --duration "$((seconds * 2))" --spin
+stop_server

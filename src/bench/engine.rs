@@ -1,0 +1,949 @@
+//! The bench's event loop: many WebSocket clients on one `mio::Poll`, a shared
+//! read buffer, and the integrity and latency accounting of every event.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use super::hist::Histogram;
+use super::sys;
+use super::wire::{self, Msg, Parsed, Reader, Stamp};
+
+/// Bytes read from one socket per loop turn before the others get a go.
+const READ_CAP: usize = 1 << 20;
+/// Longest the loop sleeps when it has nothing scheduled.
+const IDLE_WAIT: Duration = Duration::from_millis(10);
+/// How far back a subscriber remembers which sequence numbers it has seen,
+/// to tell a late duplicate from a reordered event.
+const SEEN_WINDOW: u64 = 128;
+
+/// Where to connect and what to send.
+pub struct Plan {
+    pub addr: SocketAddr,
+    pub host: String,
+    pub ws_path: String,
+    pub api_key: Option<String>,
+    pub topics: Vec<String>,
+    /// Payload bytes per publish.
+    pub size: usize,
+    /// Publishes a publisher may have unanswered.
+    pub window: u64,
+    /// Publishes per second per publisher; `None` = as fast as the windows allow.
+    pub rate: Option<f64>,
+    /// Events published but not yet received, over all subscribers, before
+    /// publishers wait: keeps the bench from burying a server it cannot read
+    /// fast enough, which would measure the bench instead of the server.
+    pub max_backlog: u64,
+    /// Each publish waits until every subscriber has it (for `conns`).
+    pub lockstep: bool,
+    /// Publishers there will be (subscribers keep one stream per publisher).
+    pub publishers: u64,
+    /// Publishes per publisher, then stop; `None` = until told.
+    pub count: Option<u64>,
+    /// Source addresses to spread connections over; empty = the system's choice.
+    pub sources: Vec<Ipv4Addr>,
+    /// Connections being opened at once.
+    pub connect_batch: usize,
+    pub max_frame: usize,
+    /// Poll without sleeping, so the bench's own wake-ups do not show in the
+    /// latencies it measures (costs a core).
+    pub spin: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Subscriber {
+        topic: usize,
+    },
+    /// Subscribes, then never reads again.
+    Stalled {
+        topic: usize,
+    },
+    Publisher {
+        id: u64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Upgrading,
+    Subscribing,
+    Ready,
+    Closed,
+}
+
+/// One publisher's events as one subscriber sees them.
+#[derive(Default, Clone)]
+struct Stream {
+    max: u64,
+    /// Bit i: sequence number `max - i` has arrived.
+    seen: u128,
+}
+
+enum Verdict {
+    InOrder,
+    Late,
+    Duplicate,
+}
+
+impl Stream {
+    fn accept(&mut self, seq: u64) -> Verdict {
+        if seq > self.max {
+            let shift = seq - self.max;
+            self.seen = if shift >= 128 { 0 } else { self.seen << shift } | 1;
+            self.max = seq;
+            return Verdict::InOrder;
+        }
+        let back = self.max - seq;
+        if back >= SEEN_WINDOW {
+            return Verdict::Late;
+        }
+        let bit = 1u128 << back;
+        if self.seen & bit != 0 {
+            return Verdict::Duplicate;
+        }
+        self.seen |= bit;
+        Verdict::Late
+    }
+}
+
+struct Client {
+    sock: Option<mio::net::TcpStream>,
+    role: Role,
+    phase: Phase,
+    out: Vec<u8>,
+    out_at: usize,
+    /// Bytes of an incomplete handshake answer or frame.
+    inbuf: Vec<u8>,
+    /// A fragmented message being put together.
+    fragments: Option<Vec<u8>>,
+    mask: u32,
+    closed_by_server: bool,
+    close_code: Option<u16>,
+    // A subscriber's view.
+    /// Publishes to its topic acknowledged when the server closed it.
+    expected_at_close: Option<u64>,
+    streams: Vec<Stream>,
+    distinct: u64,
+    // A publisher's progress.
+    sent: u64,
+    answered: u64,
+    due: u64,
+    /// When the publish being waited for (lockstep) went out.
+    lockstep_sent: Option<u64>,
+}
+
+/// Everything counted over a run.
+#[derive(Default)]
+pub struct Tally {
+    pub sent: u64,
+    pub acked: u64,
+    pub received: u64,
+    pub duplicates: u64,
+    pub order_violations: u64,
+    pub foreign: u64,
+    pub dropped_reported: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub server_closed: u64,
+    pub close_codes: BTreeMap<u16, u64>,
+    pub latency: Histogram,
+    /// Lockstep: publish to last delivery.
+    pub spread: Histogram,
+    /// Events that reached stalled subscribers when they were finally read.
+    pub stalled_received: u64,
+}
+
+pub struct Engine {
+    plan: Plan,
+    poll: Poll,
+    events: Events,
+    clients: Slab<Client>,
+    reader: Reader,
+    rbuf: Vec<u8>,
+    scratch: Vec<u8>,
+    start: Instant,
+    again: Vec<usize>,
+    publishers: Vec<usize>,
+    /// Subscribers (not stalled) per topic that are still connected.
+    fanout: Vec<u64>,
+    /// Publishes sent and acknowledged per topic.
+    topic_sent: Vec<u64>,
+    topic_acked: Vec<u64>,
+    /// Events sent but not yet received by the subscribers still connected.
+    backlog: u64,
+    pending_opens: Vec<Role>,
+    opening: usize,
+    publishing: bool,
+    pub measuring: bool,
+    pub tally: Tally,
+    next_source: usize,
+}
+
+impl Engine {
+    pub fn new(plan: Plan) -> io::Result<Engine> {
+        let topics = plan.topics.len();
+        Ok(Engine {
+            plan,
+            poll: Poll::new()?,
+            events: Events::with_capacity(1024),
+            clients: Slab::new(),
+            reader: Reader::default(),
+            rbuf: vec![0; 256 << 10],
+            scratch: Vec::with_capacity(4096),
+            start: Instant::now(),
+            again: Vec::new(),
+            publishers: Vec::new(),
+            fanout: vec![0; topics],
+            topic_sent: vec![0; topics],
+            topic_acked: vec![0; topics],
+            backlog: 0,
+            pending_opens: Vec::new(),
+            opening: 0,
+            publishing: false,
+            measuring: false,
+            tally: Tally::default(),
+            next_source: 0,
+        })
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// Opens `roles` (in batches) and waits until each is subscribed or ready.
+    pub fn open(&mut self, roles: &[Role], timeout: Duration) -> Result<Duration, String> {
+        let began = Instant::now();
+        self.pending_opens.extend(roles.iter().rev());
+        let deadline = began + timeout;
+        while !self.pending_opens.is_empty() || self.opening > 0 {
+            while self.opening < self.plan.connect_batch {
+                let Some(role) = self.pending_opens.pop() else {
+                    break;
+                };
+                self.connect(role)
+                    .map_err(|e| format!("cannot connect to {}: {e}", self.plan.addr))?;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} connections still opening after {:.0} s",
+                    self.opening + self.pending_opens.len(),
+                    timeout.as_secs_f64()
+                ));
+            }
+            self.pump(IDLE_WAIT)
+                .map_err(|e| format!("poll failed: {e}"))?;
+        }
+        let failed = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.phase == Phase::Closed)
+            .count();
+        if failed > 0 {
+            return Err(format!(
+                "{failed} of {} connections failed to open ({})",
+                self.clients.len(),
+                self.describe_errors()
+            ));
+        }
+        Ok(began.elapsed())
+    }
+
+    fn describe_errors(&self) -> String {
+        let mut parts: Vec<String> = self
+            .tally
+            .errors
+            .iter()
+            .map(|(code, n)| format!("{code} ×{n}"))
+            .collect();
+        if self.tally.server_closed > 0 {
+            parts.push(format!("closed by server ×{}", self.tally.server_closed));
+        }
+        if parts.is_empty() {
+            "no answer".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+
+    fn connect(&mut self, role: Role) -> io::Result<()> {
+        let source = (!self.plan.sources.is_empty()).then(|| {
+            self.next_source = (self.next_source + 1) % self.plan.sources.len();
+            self.plan.sources[self.next_source]
+        });
+        let mut sock = sys::connect(source, self.plan.addr)?;
+        let _ = sock.set_nodelay(true);
+        let entry = self.clients.vacant_entry();
+        let key = entry.key();
+        self.poll.registry().register(
+            &mut sock,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let mut out = Vec::with_capacity(256);
+        write!(
+            out,
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+            self.plan.ws_path, self.plan.host
+        )?;
+        if let Some(key) = &self.plan.api_key {
+            write!(out, "X-API-Key: {key}\r\n")?;
+        }
+        out.extend_from_slice(b"\r\n");
+        entry.insert(Client {
+            sock: Some(sock),
+            role,
+            phase: Phase::Upgrading,
+            out,
+            out_at: 0,
+            inbuf: Vec::new(),
+            fragments: None,
+            mask: (key as u32).wrapping_mul(0x9E37_79B9) | 1,
+            closed_by_server: false,
+            close_code: None,
+            expected_at_close: None,
+            streams: Vec::new(),
+            distinct: 0,
+            sent: 0,
+            answered: 0,
+            due: 0,
+            lockstep_sent: None,
+        });
+        self.opening += 1;
+        if let Role::Publisher { .. } = role {
+            self.publishers.push(key);
+        }
+        Ok(())
+    }
+
+    /// Runs the loop for `d`, publishing when `publishing`.
+    pub fn run_for(&mut self, d: Duration, publishing: bool) -> io::Result<()> {
+        self.set_publishing(publishing);
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if self.plan.count.is_some() && self.all_sent() && self.settled() {
+                break;
+            }
+            self.pump(until.saturating_duration_since(Instant::now()))?;
+        }
+        Ok(())
+    }
+
+    fn set_publishing(&mut self, on: bool) {
+        if on && !self.publishing {
+            let now = self.now();
+            for &key in &self.publishers {
+                self.clients[key].due = now;
+            }
+        }
+        self.publishing = on;
+    }
+
+    fn all_sent(&self) -> bool {
+        let Some(count) = self.plan.count else {
+            return false;
+        };
+        self.publishers
+            .iter()
+            .all(|&k| self.clients[k].sent >= count || self.clients[k].phase == Phase::Closed)
+    }
+
+    /// Every publish answered and every event received (or its subscriber gone).
+    fn settled(&self) -> bool {
+        self.backlog == 0
+            && self.publishers.iter().all(|&k| {
+                let c = &self.clients[k];
+                c.answered >= c.sent || c.phase == Phase::Closed
+            })
+    }
+
+    /// Stops publishing and waits for what is in flight, giving up after
+    /// `quiet` without progress.
+    pub fn drain(&mut self, quiet: Duration) -> io::Result<()> {
+        self.set_publishing(false);
+        let mut last = (self.tally.received, self.tally.acked);
+        let mut last_progress = Instant::now();
+        while !self.settled() {
+            self.pump(IDLE_WAIT)?;
+            let now = (self.tally.received, self.tally.acked + self.error_count());
+            if now != last {
+                last = now;
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() >= quiet {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn error_count(&self) -> u64 {
+        self.tally.errors.values().sum()
+    }
+
+    /// Publishing until `count` is reached (with `--count`), then drained.
+    pub fn publish_count(&mut self, quiet: Duration) -> io::Result<()> {
+        self.set_publishing(true);
+        let mut last = (0, 0);
+        let mut last_progress = Instant::now();
+        while !self.all_sent() {
+            self.pump(IDLE_WAIT)?;
+            let now = (self.tally.received, self.tally.acked + self.error_count());
+            if now != last {
+                last = now;
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() >= quiet {
+                break;
+            }
+        }
+        self.drain(quiet)
+    }
+
+    /// Reads what the stalled subscribers have waiting, until they have been
+    /// quiet for `quiet`.
+    pub fn read_stalled(&mut self, quiet: Duration) -> io::Result<()> {
+        let stalled: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| matches!(c.role, Role::Stalled { .. }) && c.phase == Phase::Ready)
+            .map(|(k, _)| k)
+            .collect();
+        let mut last = u64::MAX;
+        let mut last_progress = Instant::now();
+        while last_progress.elapsed() < quiet {
+            for &key in &stalled {
+                self.read(key, true);
+            }
+            self.pump(IDLE_WAIT)?;
+            if self.tally.stalled_received != last {
+                last = self.tally.stalled_received;
+                last_progress = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    /// What became of each stalled subscriber: (events received, close code,
+    /// closed by the server).
+    pub fn stalled_outcomes(&self) -> Vec<(Option<u16>, bool)> {
+        self.clients
+            .iter()
+            .filter(|(_, c)| matches!(c.role, Role::Stalled { .. }))
+            .map(|(_, c)| (c.close_code, c.closed_by_server))
+            .collect()
+    }
+
+    /// Events every subscriber should have had: each acknowledged publish to
+    /// its topic (for a subscriber the server closed, those acknowledged
+    /// before it closed).
+    pub fn expected(&self) -> u64 {
+        self.clients
+            .iter()
+            .filter_map(|(_, c)| match c.role {
+                Role::Subscriber { topic } if c.phase != Phase::Upgrading => {
+                    Some(c.expected_at_close.unwrap_or(self.topic_acked[topic]))
+                }
+                _ => None,
+            })
+            .sum()
+    }
+
+    /// Events the subscribers received, counting each once.
+    pub fn distinct(&self) -> u64 {
+        self.clients
+            .iter()
+            .filter(|(_, c)| matches!(c.role, Role::Subscriber { .. }))
+            .map(|(_, c)| c.distinct)
+            .sum()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.clients
+            .iter()
+            .filter(|(_, c)| c.sock.is_some())
+            .count()
+    }
+
+    /// Closes every connection (a close frame, then the socket).
+    pub fn close_all(&mut self) {
+        let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let mask = self.next_mask(key);
+            let client = &mut self.clients[key];
+            if let Some(sock) = client.sock.as_mut() {
+                let mut frame = Vec::with_capacity(8);
+                wire::write_frame(&mut frame, wire::CLOSE, &1000u16.to_be_bytes(), mask);
+                let _ = sock.write(&frame);
+            }
+            client.phase = Phase::Closed;
+            client.sock = None;
+        }
+    }
+
+    // ---- the loop ----
+
+    fn pump(&mut self, max_wait: Duration) -> io::Result<()> {
+        let mut wait = max_wait.min(IDLE_WAIT);
+        if !self.again.is_empty() {
+            wait = Duration::ZERO;
+        } else if self.publishing && self.plan.rate.is_some() {
+            let now = self.now();
+            let next = self
+                .publishers
+                .iter()
+                .map(|&k| self.clients[k].due)
+                .min()
+                .unwrap_or(now);
+            wait = wait.min(Duration::from_nanos(next.saturating_sub(now)));
+        }
+        if self.plan.spin {
+            wait = Duration::ZERO;
+        }
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        match self.poll.poll(&mut events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        for key in std::mem::take(&mut self.again) {
+            self.read(key, false);
+        }
+        for event in events.iter() {
+            let key = event.token().0;
+            if event.is_writable() {
+                self.flush(key);
+            }
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                self.read(key, false);
+            }
+        }
+        self.events = events;
+        if self.publishing {
+            self.publish_due();
+        }
+        Ok(())
+    }
+
+    fn next_mask(&mut self, key: usize) -> [u8; 4] {
+        let c = &mut self.clients[key];
+        // xorshift: a fresh masking key per frame, cheaply.
+        c.mask ^= c.mask << 13;
+        c.mask ^= c.mask >> 17;
+        c.mask ^= c.mask << 5;
+        c.mask.to_le_bytes()
+    }
+
+    fn send_text(&mut self, key: usize, text: &[u8]) {
+        let mask = self.next_mask(key);
+        wire::write_frame(&mut self.clients[key].out, wire::TEXT, text, mask);
+    }
+
+    fn flush(&mut self, key: usize) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let Some(sock) = client.sock.as_mut() else {
+            return;
+        };
+        while client.out_at < client.out.len() {
+            match sock.write(&client.out[client.out_at..]) {
+                Ok(0) => break,
+                Ok(n) => client.out_at += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Not connected yet, or the kernel is full: WRITABLE will come.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
+                    ) =>
+                {
+                    return;
+                }
+                Err(_) => {
+                    self.lost(key, None);
+                    return;
+                }
+            }
+        }
+        client.out.clear();
+        client.out_at = 0;
+        if client.out.capacity() > 64 << 10 {
+            client.out.shrink_to(4096);
+        }
+    }
+
+    fn publish_due(&mut self) {
+        let topics = self.plan.topics.len();
+        for i in 0..self.publishers.len() {
+            let key = self.publishers[i];
+            loop {
+                let now = self.now();
+                let c = &self.clients[key];
+                let topic = (c.sent % topics as u64) as usize;
+                let fanout = self.fanout[topic];
+                let Role::Publisher { id } = c.role else {
+                    break;
+                };
+                let blocked = c.phase != Phase::Ready
+                    || c.sent - c.answered >= self.plan.window
+                    || self.plan.count.is_some_and(|n| c.sent >= n)
+                    || self.plan.rate.is_some() && c.due > now
+                    || self.backlog > 0 && self.backlog + fanout > self.plan.max_backlog
+                    || self.plan.lockstep && (self.backlog > 0 || c.sent > c.answered);
+                if blocked {
+                    break;
+                }
+                // Latency counts from the moment the publish goes out: a
+                // bench that wakes late must not charge it to the server.
+                let seq = c.sent + 1;
+                self.write_publish(
+                    key,
+                    topic,
+                    Stamp {
+                        publisher: id,
+                        seq,
+                        sent: now,
+                    },
+                );
+                let c = &mut self.clients[key];
+                c.sent = seq;
+                if let Some(rate) = self.plan.rate {
+                    // Behind schedule (windows full), catch up at most 10 ms
+                    // worth in one burst.
+                    c.due = (c.due + (1e9 / rate) as u64).max(now.saturating_sub(10_000_000));
+                }
+                if self.plan.lockstep {
+                    c.lockstep_sent = Some(now);
+                }
+                self.topic_sent[topic] += 1;
+                self.backlog += fanout;
+                self.tally.sent += 1;
+            }
+            self.flush(key);
+        }
+    }
+
+    fn write_publish(&mut self, key: usize, topic: usize, stamp: Stamp) {
+        let mut text = std::mem::take(&mut self.scratch);
+        text.clear();
+        text.extend_from_slice(b"{\"type\":\"publish\",\"topic\":\"");
+        text.extend_from_slice(self.plan.topics[topic].as_bytes());
+        // A UUID made of the publisher and sequence numbers: unique, no RNG.
+        text.extend_from_slice(b"\",\"message\":{\"id\":\"");
+        let id = format_uuid(stamp.publisher, stamp.seq);
+        text.extend_from_slice(&id);
+        text.extend_from_slice(b"\",\"payload\":");
+        wire::write_payload(&mut text, stamp, self.plan.size);
+        text.extend_from_slice(b"}}");
+        self.send_text(key, &text);
+        self.scratch = text;
+    }
+
+    fn read(&mut self, key: usize, even_stalled: bool) {
+        let Some(client) = self.clients.get(key) else {
+            return;
+        };
+        if client.sock.is_none()
+            || !even_stalled
+                && matches!(client.role, Role::Stalled { .. })
+                && client.phase == Phase::Ready
+        {
+            return;
+        }
+        let mut rbuf = std::mem::take(&mut self.rbuf);
+        let mut total = 0;
+        while let Some(sock) = self.clients.get_mut(key).and_then(|c| c.sock.as_mut()) {
+            match sock.read(&mut rbuf) {
+                Ok(0) => {
+                    self.lost(key, None);
+                    break;
+                }
+                Ok(n) => {
+                    total += n;
+                    self.take_bytes(key, &rbuf[..n]);
+                    if total >= READ_CAP {
+                        self.again.push(key);
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => break,
+                Err(e) => {
+                    self.lost(key, Some(&e));
+                    break;
+                }
+            }
+        }
+        self.rbuf = rbuf;
+        self.flush(key);
+    }
+
+    fn take_bytes(&mut self, key: usize, bytes: &[u8]) {
+        let mut inbuf = std::mem::take(&mut self.clients[key].inbuf);
+        let used = if inbuf.is_empty() {
+            let used = self.consume(key, bytes);
+            inbuf.extend_from_slice(&bytes[used..]);
+            0
+        } else {
+            inbuf.extend_from_slice(bytes);
+            self.consume(key, &inbuf)
+        };
+        inbuf.drain(..used);
+        if let Some(c) = self.clients.get_mut(key) {
+            c.inbuf = inbuf;
+        }
+    }
+
+    /// Handles what is complete in `buf`; returns the bytes used.
+    fn consume(&mut self, key: usize, buf: &[u8]) -> usize {
+        let mut at = 0;
+        if self.clients[key].phase == Phase::Upgrading {
+            let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
+                return 0;
+            };
+            at = end + 4;
+            self.upgraded(key, &buf[..at]);
+        }
+        let now = self.now();
+        while self.clients[key].sock.is_some() {
+            match wire::parse_frame(&buf[at..], self.plan.max_frame) {
+                Parsed::Partial => break,
+                Parsed::Invalid(why) => {
+                    self.count_error(why);
+                    self.lost(key, None);
+                    return buf.len();
+                }
+                Parsed::Frame(frame, used) => {
+                    let payload = &buf[at + frame.payload.start..at + frame.payload.end];
+                    self.frame(key, frame.fin, frame.opcode, payload, now);
+                    at += used;
+                }
+            }
+        }
+        at
+    }
+
+    fn upgraded(&mut self, key: usize, head: &[u8]) {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        let status = match response.parse(head) {
+            Ok(httparse::Status::Complete(_)) => response.code.unwrap_or(0),
+            _ => 0,
+        };
+        self.opening -= 1;
+        if status != 101 {
+            self.count_error(&format!("HTTP_{status}"));
+            self.lost(key, None);
+            return;
+        }
+        match self.clients[key].role {
+            Role::Publisher { .. } => self.clients[key].phase = Phase::Ready,
+            Role::Subscriber { topic } | Role::Stalled { topic } => {
+                self.opening += 1;
+                self.clients[key].phase = Phase::Subscribing;
+                let text = format!(
+                    r#"{{"type":"subscribe","topic":"{}","client_id":"bench-{}-{key}","request_id":"s"}}"#,
+                    self.plan.topics[topic],
+                    std::process::id()
+                );
+                self.send_text(key, text.as_bytes());
+            }
+        }
+    }
+
+    fn frame(&mut self, key: usize, fin: bool, opcode: u8, payload: &[u8], now: u64) {
+        match opcode {
+            wire::TEXT if fin => self.message(key, payload, now),
+            wire::TEXT | 0 => {
+                let client = &mut self.clients[key];
+                let parts = client.fragments.get_or_insert_with(Vec::new);
+                parts.extend_from_slice(payload);
+                if fin && let Some(whole) = client.fragments.take() {
+                    self.message(key, &whole, now);
+                }
+            }
+            wire::PING => {
+                let mask = self.next_mask(key);
+                wire::write_frame(&mut self.clients[key].out, wire::PONG, payload, mask);
+            }
+            wire::CLOSE => {
+                let code =
+                    (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                self.clients[key].close_code = code;
+                if let Some(code) = code {
+                    *self.tally.close_codes.entry(code).or_default() += 1;
+                }
+                self.lost(key, None);
+            }
+            wire::PONG => {}
+            _ => self.count_error("BINARY_FRAME"),
+        }
+    }
+
+    fn count_error(&mut self, code: &str) {
+        if let Some(n) = self.tally.errors.get_mut(code) {
+            *n += 1;
+        } else {
+            self.tally.errors.insert(code.to_string(), 1);
+        }
+    }
+
+    fn message(&mut self, key: usize, text: &[u8], now: u64) {
+        let role = self.clients[key].role;
+        let phase = self.clients[key].phase;
+        match self.reader.read(text) {
+            Msg::Event(stamp) => match role {
+                Role::Subscriber { .. } => self.event(key, stamp, now),
+                Role::Stalled { .. } => self.tally.stalled_received += 1,
+                Role::Publisher { .. } => self.tally.foreign += 1,
+            },
+            Msg::ForeignEvent => self.tally.foreign += 1,
+            Msg::Ack if phase == Phase::Subscribing => self.subscribed(key),
+            Msg::Ack => {
+                if let Some(topic) = self.answered(key) {
+                    self.topic_acked[topic] += 1;
+                    self.tally.acked += 1;
+                }
+            }
+            Msg::Error(code) => {
+                let code = code.to_string();
+                self.count_error(&code);
+                if phase == Phase::Subscribing {
+                    self.lost(key, None);
+                } else if let Some(topic) = self.answered(key) {
+                    // Nobody will get this one.
+                    self.backlog = self.backlog.saturating_sub(self.fanout[topic]);
+                }
+            }
+            Msg::Dropped(n) => self.tally.dropped_reported += n,
+            Msg::Info | Msg::Pong | Msg::Unknown => {}
+        }
+    }
+
+    fn subscribed(&mut self, key: usize) {
+        self.opening -= 1;
+        let publishers = self.plan.publishers as usize;
+        let client = &mut self.clients[key];
+        client.phase = Phase::Ready;
+        if let Role::Subscriber { topic } = client.role {
+            client.streams = vec![Stream::default(); publishers];
+            self.fanout[topic] += 1;
+        }
+    }
+
+    /// A publisher's oldest publish has its answer; returns its topic.
+    fn answered(&mut self, key: usize) -> Option<usize> {
+        let client = &mut self.clients[key];
+        let Role::Publisher { .. } = client.role else {
+            return None;
+        };
+        if client.answered >= client.sent {
+            return None;
+        }
+        let topic = (client.answered % self.plan.topics.len() as u64) as usize;
+        client.answered += 1;
+        Some(topic)
+    }
+
+    fn event(&mut self, key: usize, stamp: Stamp, now: u64) {
+        self.tally.received += 1;
+        let client = &mut self.clients[key];
+        let Some(stream) = client.streams.get_mut(stamp.publisher as usize) else {
+            self.tally.foreign += 1;
+            return;
+        };
+        match stream.accept(stamp.seq) {
+            Verdict::Duplicate => {
+                self.tally.duplicates += 1;
+                return;
+            }
+            Verdict::Late => self.tally.order_violations += 1,
+            Verdict::InOrder => {}
+        }
+        client.distinct += 1;
+        self.backlog = self.backlog.saturating_sub(1);
+        if self.measuring {
+            self.tally.latency.record(now.saturating_sub(stamp.sent));
+        }
+        if self.plan.lockstep && self.backlog == 0 {
+            for &p in &self.publishers {
+                if let Some(sent) = self.clients[p].lockstep_sent.take() {
+                    self.tally.spread.record(now.saturating_sub(sent));
+                }
+            }
+        }
+    }
+
+    /// The connection is gone (closed by the server, reset, or refused).
+    fn lost(&mut self, key: usize, _err: Option<&io::Error>) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let Some(mut sock) = client.sock.take() else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut sock);
+        let was = client.phase;
+        client.phase = Phase::Closed;
+        client.closed_by_server = true;
+        self.tally.server_closed += 1;
+        match (was, client.role) {
+            (Phase::Upgrading | Phase::Subscribing, _) => self.opening -= 1,
+            (Phase::Ready, Role::Subscriber { topic }) => {
+                // Its share of the backlog will never arrive.
+                self.fanout[topic] -= 1;
+                let owed = self.topic_sent[topic]
+                    .saturating_sub(client.distinct)
+                    .min(self.backlog);
+                self.backlog -= owed;
+                client.expected_at_close = Some(self.topic_acked[topic]);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `PPPPPPPP-0000-4000-8000-SSSSSSSSSSSS`: a valid version-4 UUID, unique per
+/// publisher and sequence number.
+fn format_uuid(publisher: u64, seq: u64) -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = *b"00000000-0000-4000-8000-000000000000";
+    for i in 0..8 {
+        id[7 - i] = HEX[((publisher >> (4 * i)) & 0xF) as usize];
+    }
+    for i in 0..12 {
+        id[35 - i] = HEX[((seq >> (4 * i)) & 0xF) as usize];
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_tell_duplicates_from_reordering() {
+        let mut s = Stream::default();
+        assert!(matches!(s.accept(1), Verdict::InOrder));
+        assert!(matches!(s.accept(3), Verdict::InOrder));
+        assert!(matches!(s.accept(3), Verdict::Duplicate));
+        assert!(matches!(s.accept(2), Verdict::Late));
+        assert!(matches!(s.accept(2), Verdict::Duplicate));
+        assert!(matches!(s.accept(1), Verdict::Duplicate));
+        assert!(matches!(s.accept(1000), Verdict::InOrder));
+        assert!(matches!(s.accept(999), Verdict::Late));
+        assert!(matches!(s.accept(4), Verdict::Late), "beyond the window");
+    }
+
+    #[test]
+    fn ids_are_uuids() {
+        let id = format_uuid(0xAB, 0x1234);
+        let id = std::str::from_utf8(&id).unwrap();
+        assert_eq!(id, "000000ab-0000-4000-8000-000000001234");
+        assert!(uuid::Uuid::parse_str(id).is_ok());
+    }
+}

@@ -1,0 +1,336 @@
+//! The bench's side of the wire: masked client frames out, server frames in,
+//! and a quick look at each server message without building a JSON tree.
+
+use memchr::memmem;
+
+pub const TEXT: u8 = 0x1;
+pub const CLOSE: u8 = 0x8;
+pub const PING: u8 = 0x9;
+pub const PONG: u8 = 0xA;
+
+/// Appends one masked, final frame (RFC 6455 §5.3: clients must mask).
+pub fn write_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
+    out.push(0x80 | opcode);
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= u16::MAX as usize {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&mask);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    for (i, b) in out[start..].iter_mut().enumerate() {
+        *b ^= mask[i & 3];
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub fin: bool,
+    pub opcode: u8,
+    /// Where the (unmasked) payload lies in the buffer.
+    pub payload: std::ops::Range<usize>,
+    pub mask: Option<[u8; 4]>,
+}
+
+pub enum Parsed {
+    Frame(Frame, usize),
+    Partial,
+    Invalid(&'static str),
+}
+
+/// Parses the frame at the start of `buf`, refusing any over `max` bytes.
+pub fn parse_frame(buf: &[u8], max: usize) -> Parsed {
+    if buf.len() < 2 {
+        return Parsed::Partial;
+    }
+    let fin = buf[0] & 0x80 != 0;
+    let opcode = buf[0] & 0x0F;
+    let masked = buf[1] & 0x80 != 0;
+    let (len, mut at) = match buf[1] & 0x7F {
+        126 if buf.len() < 4 => return Parsed::Partial,
+        126 => (u16::from_be_bytes([buf[2], buf[3]]) as u64, 4),
+        127 if buf.len() < 10 => return Parsed::Partial,
+        127 => {
+            let mut b = [0; 8];
+            b.copy_from_slice(&buf[2..10]);
+            (u64::from_be_bytes(b), 10)
+        }
+        n => (n as u64, 2),
+    };
+    if len > max as u64 {
+        return Parsed::Invalid("frame larger than --max-frame");
+    }
+    let mask = if masked {
+        if buf.len() < at + 4 {
+            return Parsed::Partial;
+        }
+        let m = [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]];
+        at += 4;
+        Some(m)
+    } else {
+        None
+    };
+    let end = at + len as usize;
+    if buf.len() < end {
+        return Parsed::Partial;
+    }
+    Parsed::Frame(
+        Frame {
+            fin,
+            opcode,
+            payload: at..end,
+            mask,
+        },
+        end,
+    )
+}
+
+/// What a server message means to the bench.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Msg<'a> {
+    /// An event carrying a bench payload.
+    Event(Stamp),
+    /// An event the bench did not publish.
+    ForeignEvent,
+    Ack,
+    Error(&'a str),
+    Dropped(u64),
+    Info,
+    Pong,
+    Unknown,
+}
+
+/// Who sent an event, its number in that publisher's stream, and when (ns
+/// since the bench started).
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct Stamp {
+    pub publisher: u64,
+    pub seq: u64,
+    pub sent: u64,
+}
+
+/// Writes the bench payload: `{"_bp":P,"_bs":S,"_bt":T,"pad":"…"}`, padded
+/// with `x` to `size` bytes when it fits.
+pub fn write_payload(out: &mut Vec<u8>, stamp: Stamp, size: usize) {
+    let start = out.len();
+    out.extend_from_slice(b"{\"_bp\":");
+    push_u64(out, stamp.publisher);
+    out.extend_from_slice(b",\"_bs\":");
+    push_u64(out, stamp.seq);
+    out.extend_from_slice(b",\"_bt\":");
+    push_u64(out, stamp.sent);
+    out.extend_from_slice(b",\"pad\":\"");
+    let used = out.len() - start + 2;
+    out.resize(out.len() + size.saturating_sub(used), b'x');
+    out.extend_from_slice(b"\"}");
+}
+
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// The digits at the start of `s` (after optional spaces) as a number.
+fn leading_u64(s: &[u8]) -> Option<u64> {
+    let s = &s[s.iter().take_while(|b| **b == b' ').count()..];
+    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 {
+        return None;
+    }
+    Some(
+        s[..digits]
+            .iter()
+            .fold(0, |n, d| n * 10 + (d - b'0') as u64),
+    )
+}
+
+/// The string value after `key` (which ends in `:`), allowing spaces.
+fn string_after<'a>(text: &'a [u8], key: &memmem::Finder) -> Option<&'a str> {
+    let at = key.find(text)? + key.needle().len();
+    let rest = &text[at..];
+    let rest = &rest[rest.iter().position(|b| *b == b'"')? + 1..];
+    let end = memchr::memchr(b'"', rest)?;
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
+/// Finds the fields the bench looks at; built once, reused for every message.
+pub struct Reader {
+    kind: memmem::Finder<'static>,
+    publisher: memmem::Finder<'static>,
+    seq: memmem::Finder<'static>,
+    sent: memmem::Finder<'static>,
+    code: memmem::Finder<'static>,
+    msg: memmem::Finder<'static>,
+    dropped: memmem::Finder<'static>,
+}
+
+impl Default for Reader {
+    fn default() -> Self {
+        Reader {
+            kind: memmem::Finder::new(b"\"type\":"),
+            publisher: memmem::Finder::new(b"\"_bp\":"),
+            seq: memmem::Finder::new(b"\"_bs\":"),
+            sent: memmem::Finder::new(b"\"_bt\":"),
+            code: memmem::Finder::new(b"\"code\":"),
+            msg: memmem::Finder::new(b"\"msg\":"),
+            dropped: memmem::Finder::new(b"\"dropped\":"),
+        }
+    }
+}
+
+impl Reader {
+    pub fn read<'a>(&self, text: &'a [u8]) -> Msg<'a> {
+        match string_after(text, &self.kind) {
+            Some("event") => match self.stamp(text) {
+                Some(stamp) => Msg::Event(stamp),
+                None => Msg::ForeignEvent,
+            },
+            Some("ack") => Msg::Ack,
+            Some("error") => Msg::Error(string_after(text, &self.code).unwrap_or("UNKNOWN")),
+            Some("pong") => Msg::Pong,
+            Some("info") => match string_after(text, &self.msg) {
+                Some("messages_dropped") => self
+                    .number(text, &self.dropped)
+                    .map_or(Msg::Info, Msg::Dropped),
+                _ => Msg::Info,
+            },
+            _ => Msg::Unknown,
+        }
+    }
+
+    fn number(&self, text: &[u8], key: &memmem::Finder) -> Option<u64> {
+        let at = key.find(text)? + key.needle().len();
+        leading_u64(&text[at..])
+    }
+
+    fn stamp(&self, text: &[u8]) -> Option<Stamp> {
+        let at = self.publisher.find(text)? + self.publisher.needle().len();
+        let publisher = leading_u64(&text[at..])?;
+        fast_tail(&text[at..], publisher).or_else(|| {
+            Some(Stamp {
+                publisher,
+                seq: self.number(text, &self.seq)?,
+                sent: self.number(text, &self.sent)?,
+            })
+        })
+    }
+}
+
+/// Servers that pass the payload through untouched keep the three fields
+/// together, as written: read the other two right behind the first.
+fn fast_tail(rest: &[u8], publisher: u64) -> Option<Stamp> {
+    let rest = &rest[memchr::memchr(b',', rest)?..];
+    let rest = rest.strip_prefix(b",\"_bs\":")?;
+    let seq = leading_u64(rest)?;
+    let rest = &rest[memchr::memchr(b',', rest)?..];
+    let rest = rest.strip_prefix(b",\"_bt\":")?;
+    Some(Stamp {
+        publisher,
+        seq,
+        sent: leading_u64(rest)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unmask(buf: &[u8]) -> (Frame, Vec<u8>) {
+        let Parsed::Frame(frame, used) = parse_frame(buf, 1 << 20) else {
+            panic!("not a frame")
+        };
+        assert_eq!(used, buf.len());
+        let mask = frame.mask.expect("client frames are masked");
+        let payload = buf[frame.payload.clone()]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ mask[i & 3])
+            .collect();
+        (frame, payload)
+    }
+
+    #[test]
+    fn frames_round_trip_at_every_length_form() {
+        for len in [0, 1, 125, 126, 65535, 65536, 70000] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut out = Vec::new();
+            write_frame(&mut out, TEXT, &payload, [1, 2, 3, 4]);
+            let (frame, got) = unmask(&out);
+            assert!(frame.fin);
+            assert_eq!(frame.opcode, TEXT);
+            assert_eq!(got, payload, "length {len}");
+            for cut in [1, out.len() / 2, out.len() - 1] {
+                assert!(matches!(parse_frame(&out[..cut], 1 << 20), Parsed::Partial));
+            }
+        }
+        let mut out = Vec::new();
+        write_frame(&mut out, TEXT, &[0; 200], [0; 4]);
+        assert!(matches!(parse_frame(&out, 100), Parsed::Invalid(_)));
+    }
+
+    #[test]
+    fn payload_has_the_asked_size_and_reads_back() {
+        let stamp = Stamp {
+            publisher: 3,
+            seq: 123_456,
+            sent: 987_654_321,
+        };
+        let mut out = Vec::new();
+        write_payload(&mut out, stamp, 128);
+        assert_eq!(out.len(), 128);
+        assert!(serde_json::from_slice::<serde_json::Value>(&out).is_ok());
+        let event = [
+            b"{\"type\":\"event\",\"topic\":\"t\",\"message\":{\"id\":\"x\",\"payload\":"
+                .as_slice(),
+            &out,
+            b"},\"ts\":\"2026-01-01T00:00:00.000Z\"}",
+        ]
+        .concat();
+        assert_eq!(Reader::default().read(&event), Msg::Event(stamp));
+        // A payload re-serialized with spaces and another key order still reads.
+        let spaced =
+            br#"{"message": {"payload": {"_bt": 5, "_bs": 2, "_bp": 1}}, "type": "event"}"#;
+        let want = Stamp {
+            publisher: 1,
+            seq: 2,
+            sent: 5,
+        };
+        assert_eq!(Reader::default().read(spaced), Msg::Event(want));
+    }
+
+    #[test]
+    fn server_messages_are_told_apart() {
+        let r = Reader::default();
+        assert_eq!(r.read(br#"{"type":"ack","status":"ok"}"#), Msg::Ack);
+        assert_eq!(
+            r.read(br#"{"type":"error","error":{"code":"SLOW_CONSUMER","message":"m"}}"#),
+            Msg::Error("SLOW_CONSUMER")
+        );
+        assert_eq!(
+            r.read(br#"{"type":"info","msg":"messages_dropped","dropped":42}"#),
+            Msg::Dropped(42)
+        );
+        assert_eq!(r.read(br#"{"type":"info","msg":"ping"}"#), Msg::Info);
+        assert_eq!(r.read(br#"{"type":"pong"}"#), Msg::Pong);
+        assert_eq!(
+            r.read(br#"{"type":"event","message":{"payload":1}}"#),
+            Msg::ForeignEvent
+        );
+        assert_eq!(r.read(b"not json"), Msg::Unknown);
+    }
+}
