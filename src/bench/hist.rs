@@ -38,7 +38,8 @@ fn upper_bound(b: usize) -> u64 {
     let octave = (b - EXACT as usize) / PER_OCTAVE + 7;
     let mantissa = ((b - EXACT as usize) % PER_OCTAVE + 64) as u64;
     let shift = octave - 6;
-    ((mantissa + 1) << shift) - 1
+    // The top bucket's bound is 2^64 - 1: compute it wider.
+    ((((mantissa + 1) as u128) << shift) - 1).min(u64::MAX as u128) as u64
 }
 
 impl Histogram {
