@@ -67,6 +67,14 @@ impl Topic {
         if self.by_client.get(&gone.client_id) == Some(&conn) {
             self.by_client.remove(&gone.client_id);
         }
+        // A crowd that came and went must not leave its memory behind: a
+        // topic keeps at most four times what its subscribers need.
+        let len = self.subscribers.len();
+        if len < self.subscribers.capacity() / 4 {
+            self.subscribers.shrink_to(len * 2);
+            self.position.shrink_to(len * 2);
+            self.by_client.shrink_to(len * 2);
+        }
         true
     }
 }
@@ -333,6 +341,26 @@ mod tests {
         assert_eq!(s.replay.len(), 3);
         let s = b.subscribe(3, "t", "e", 0).unwrap();
         assert!(s.replay.is_empty());
+    }
+
+    #[test]
+    fn a_crowd_that_leaves_takes_its_memory_along() {
+        let mut b = Broker::new(1, false);
+        b.create_topic("t").unwrap();
+        for conn in 0..1000 {
+            b.subscribe(conn, "t", &format!("c{conn}"), 0).unwrap();
+        }
+        for conn in 1..1000 {
+            b.unsubscribe(conn, "t").unwrap();
+        }
+        let t = b.topic("t").unwrap();
+        assert_eq!(targets(&b, "t"), vec![0]);
+        assert!(
+            t.subscribers.capacity() <= 4,
+            "{}",
+            t.subscribers.capacity()
+        );
+        assert!(t.position.capacity() <= 16 && t.by_client.capacity() <= 16);
     }
 
     #[test]

@@ -384,6 +384,15 @@ impl Server {
                 self.ws_count -= 1;
             }
         }
+        // Compact once stale entries outnumber live connections: amortized O(1).
+        if self.timers.len() > 2 * self.conns.len() + 1024 {
+            let conns = &self.conns;
+            self.timers.retain(|id| {
+                conns
+                    .get((id & 0xffff_ffff) as usize)
+                    .is_some_and(|c| c.id == id && !c.dead)
+            });
+        }
         if self.accept_blocked && self.conns.len() < self.config.max_connections {
             self.accept_blocked = false;
             self.accept_all();

@@ -26,6 +26,18 @@ impl Timers {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Drops the entries of connections that are gone. Without this, a heap
+    /// under connection churn holds an entry per connection of the last
+    /// idle-timeout period, however few are open now.
+    pub fn retain(&mut self, mut alive: impl FnMut(ConnId) -> bool) {
+        self.heap.retain(|Reverse((_, id))| alive(*id));
+        self.heap.shrink_to(self.heap.len() * 2);
+    }
+
     /// Removes and returns an entry that is due at `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, ConnId)> {
         match self.heap.peek() {
@@ -53,5 +65,18 @@ mod tests {
         assert_eq!(timers.pop_due(now).map(|e| e.1), Some(2));
         assert_eq!(timers.pop_due(now), None);
         assert_eq!(timers.next(), Some(t0 + Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn entries_of_gone_connections_can_be_dropped() {
+        let t0 = Instant::now();
+        let mut timers = Timers::default();
+        for id in 0..1000 {
+            timers.push(t0 + Duration::from_secs(id), id);
+        }
+        timers.retain(|id| id % 100 == 7);
+        assert_eq!(timers.len(), 10);
+        assert_eq!(timers.next(), Some(t0 + Duration::from_secs(7)));
+        assert!(timers.heap.capacity() <= 20 + 8);
     }
 }
