@@ -47,7 +47,7 @@ Options (defaults in brackets):
   --server-pid PID     report the server's CPU and memory
   --spin               busy-poll instead of sleeping: the bench's own wake-up
                        latency stays out of the latencies (costs one core)
-  --no-create          do not create the topics over REST first
+  --no-create          do not create (and afterwards delete) the topics over REST
   --markdown LABEL     print one Markdown table row on stderr instead of the table
 ";
 
@@ -275,6 +275,7 @@ fn run(o: &Options) -> Result<Report, String> {
         topics,
     };
     let topic_count = plan.topics.len();
+    let topic_names = plan.topics.clone();
     let mut engine = Engine::new(plan).map_err(|e| format!("cannot start: {e}"))?;
     let open_timeout = Duration::from_secs(30 + subscribers / 500);
     let rss_idle = o.server_pid.and_then(sys::process_rss_kib);
@@ -325,6 +326,9 @@ fn run(o: &Options) -> Result<Report, String> {
     let rss_end = o.server_pid.and_then(sys::process_rss_kib);
     let still_open = engine.connections();
     engine.close_all();
+    if o.create {
+        delete_topics(&endpoint, o.api_key.as_deref(), &topic_names);
+    }
 
     let mut r = summarize(o, &engine, &start, &end, subscribers, still_open);
     let json = &mut r.json;
@@ -409,6 +413,21 @@ fn create_topics(
         }
     }
     Ok(())
+}
+
+/// Leaves the server as the bench found it; a failure here changes no result.
+fn delete_topics(endpoint: &Endpoint, api_key: Option<&str>, topics: &[String]) {
+    for topic in topics {
+        let path = format!("/topics/{}", crate::cli::endpoint::encode_segment(topic));
+        let _ = crate::cli::http::request(
+            endpoint,
+            "DELETE",
+            &path,
+            api_key,
+            None,
+            Duration::from_secs(5),
+        );
+    }
 }
 
 fn round(v: f64, places: i32) -> f64 {

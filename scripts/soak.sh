@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Soak: a release server under a bounded mix of load for SECONDS on loopback,
+# then a check that it is still healthy and gave its memory back.
+#
+#   - steady publishers: `bench fanout`, 2 publishers → 20 subscribers on 4
+#     topics at 2 000 publishes/s;
+#   - a stalled reader: `bench slow`, one subscriber that never reads beside
+#     5 normal ones, 5 000 publishes/s (the server must cut it off and the
+#     others must lose nothing);
+#   - churn: rounds of `bench conns` (200 connections open, subscribe, get a
+#     publish, close) and REST requests, back to back.
+#
+# Prints the server's RSS at start, every 5 s, and at the end, and exits
+# non-zero if the server died, stopped answering, or a normal subscriber
+# lost an event.
+#
+# Usage: scripts/soak.sh [SECONDS]      (default 60)
+set -euo pipefail
+
+seconds=${1:-60}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+cargo build --release --quiet
+bin=$repo/target/release/pubsubd
+work=$(mktemp -d)
+pids=()
+server=
+
+cleanup() {
+	local pid
+	for pid in "${pids[@]}" $server; do
+		kill "$pid" 2>/dev/null || true
+	done
+	wait 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+rss() { sed -n 's/^VmRSS:[[:space:]]*//p' "/proc/$server/status"; }
+fail() {
+	echo "soak: FAIL: $*" >&2
+	exit 1
+}
+
+"$bin" --host 127.0.0.1 --port 0 --log-level warn --outbound-limit 262144 \
+	--slow-consumer-grace 2 --max-connections 2000 2>"$work/server.log" &
+server=$!
+"$bin" --help >/dev/null
+for _ in $(seq 100); do
+	addr=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$work/server.log" | head -1)
+	[[ -n $addr ]] && break
+	sleep 0.1
+done
+# The listening line is logged at info; with warn, find the port another way.
+if [[ -z ${addr:-} ]]; then
+	port=$(ss -Hltnp 2>/dev/null | sed -n "s/.*127.0.0.1:\([0-9]*\).*pid=$server,.*/\1/p" | head -1)
+	[[ -n $port ]] || fail "the server did not start: $(cat "$work/server.log")"
+	addr=127.0.0.1:$port
+fi
+url=http://$addr
+echo "soak: server pid $server on $url for $seconds s"
+echo "soak: RSS at start: $(rss)"
+
+"$bin" bench fanout --url "$url" --publishers 2 --subscribers 20 --topics 4 \
+	--rate 2000 --warmup 0 --duration "$seconds" >"$work/fanout.json" 2>"$work/fanout.txt" &
+pids+=($!)
+"$bin" bench slow --url "$url" --subscribers 5 --rate 5000 --warmup 0 \
+	--duration "$seconds" >"$work/slow.json" 2>"$work/slow.txt" &
+pids+=($!)
+
+end=$((SECONDS + seconds))
+rounds=0
+requests=0
+peak=0
+next_sample=$((SECONDS + 5))
+while ((SECONDS < end)); do
+	kill -0 "$server" 2>/dev/null || fail "the server died"
+	"$bin" bench conns --url "$url" --connections 200 --messages 1 >/dev/null 2>"$work/conns.txt" ||
+		fail "a churn round failed: $(cat "$work/conns.txt")"
+	rounds=$((rounds + 1))
+	for _ in 1 2 3 4 5; do
+		"$bin" stats --url "$url" >/dev/null || fail "GET /stats failed"
+		requests=$((requests + 1))
+	done
+	now=$(rss)
+	kb=${now%% *}
+	((kb > peak)) && peak=$kb
+	if ((SECONDS >= next_sample)); then
+		echo "soak: t=$((seconds - end + SECONDS)) s RSS $now"
+		next_sample=$((SECONDS + 5))
+	fi
+done
+for pid in "${pids[@]}"; do
+	wait "$pid" || fail "a bench run failed: $(cat "$work"/fanout.txt "$work"/slow.txt)"
+done
+pids=()
+
+kill -0 "$server" 2>/dev/null || fail "the server died"
+health=$(curl -sf "$url/health") || fail "/health does not answer"
+field() { grep -o "\"$1\":[0-9]*" "$2" | head -1 | cut -d: -f2; }
+echo "soak: churn: $rounds rounds of 200 WebSocket connections, $requests REST requests"
+echo "soak: steady fan-out: $(field received "$work/fanout.json") events received," \
+	"lost $(field lost "$work/fanout.json"), duplicates $(field duplicates "$work/fanout.json")," \
+	"order violations $(field order_violations "$work/fanout.json")"
+echo "soak: beside a stalled reader: $(field received "$work/slow.json") events received," \
+	"lost $(field lost "$work/slow.json"); $(tail -1 "$work/slow.txt" | sed 's/^ *//')"
+echo "soak: /health after the load: $health"
+echo "soak: RSS peak ${peak} kB, at end: $(rss)"
+for f in fanout slow; do
+	[[ $(field lost "$work/$f.json") == 0 ]] || fail "$f: events lost"
+	[[ $(field duplicates "$work/$f.json") == 0 ]] || fail "$f: duplicates"
+done
+echo "soak: ok"
