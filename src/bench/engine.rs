@@ -325,9 +325,6 @@ impl Engine {
         self.set_publishing(publishing);
         let until = Instant::now() + d;
         while Instant::now() < until {
-            if self.plan.count.is_some() && self.all_sent() && self.settled() {
-                break;
-            }
             self.pump(until.saturating_duration_since(Instant::now()))?;
         }
         Ok(())
@@ -365,11 +362,28 @@ impl Engine {
     /// `quiet` without progress.
     pub fn drain(&mut self, quiet: Duration) -> io::Result<()> {
         self.set_publishing(false);
-        let mut last = (self.tally.received, self.tally.acked);
+        self.run_while(quiet, |e| !e.settled())
+    }
+
+    /// Publishes until `count` is reached (with `--count`), then drains.
+    pub fn publish_count(&mut self, quiet: Duration) -> io::Result<()> {
+        self.set_publishing(true);
+        self.run_while(quiet, |e| !e.all_sent())?;
+        self.drain(quiet)
+    }
+
+    /// Runs the loop while `busy` holds, giving up after `quiet` without an
+    /// event, answer or error arriving.
+    fn run_while(&mut self, quiet: Duration, busy: impl Fn(&Engine) -> bool) -> io::Result<()> {
+        let progress = |e: &Engine| {
+            let t = &e.tally;
+            t.received + t.acked + t.errors.values().sum::<u64>()
+        };
+        let mut last = progress(self);
         let mut last_progress = Instant::now();
-        while !self.settled() {
+        while busy(self) {
             self.pump(IDLE_WAIT)?;
-            let now = (self.tally.received, self.tally.acked + self.error_count());
+            let now = progress(self);
             if now != last {
                 last = now;
                 last_progress = Instant::now();
@@ -378,28 +392,6 @@ impl Engine {
             }
         }
         Ok(())
-    }
-
-    fn error_count(&self) -> u64 {
-        self.tally.errors.values().sum()
-    }
-
-    /// Publishing until `count` is reached (with `--count`), then drained.
-    pub fn publish_count(&mut self, quiet: Duration) -> io::Result<()> {
-        self.set_publishing(true);
-        let mut last = (0, 0);
-        let mut last_progress = Instant::now();
-        while !self.all_sent() {
-            self.pump(IDLE_WAIT)?;
-            let now = (self.tally.received, self.tally.acked + self.error_count());
-            if now != last {
-                last = now;
-                last_progress = Instant::now();
-            } else if last_progress.elapsed() >= quiet {
-                break;
-            }
-        }
-        self.drain(quiet)
     }
 
     /// Reads what the stalled subscribers have waiting, until they have been
@@ -426,8 +418,8 @@ impl Engine {
         Ok(())
     }
 
-    /// What became of each stalled subscriber: (events received, close code,
-    /// closed by the server).
+    /// What became of each stalled subscriber: its close code, and whether
+    /// the server closed it.
     pub fn stalled_outcomes(&self) -> Vec<(Option<u16>, bool)> {
         self.clients
             .iter()
@@ -563,7 +555,7 @@ impl Engine {
                     return;
                 }
                 Err(_) => {
-                    self.lost(key, None);
+                    self.lost(key);
                     return;
                 }
             }
@@ -658,7 +650,7 @@ impl Engine {
         while let Some(sock) = self.clients.get_mut(key).and_then(|c| c.sock.as_mut()) {
             match sock.read(&mut rbuf) {
                 Ok(0) => {
-                    self.lost(key, None);
+                    self.lost(key);
                     break;
                 }
                 Ok(n) => {
@@ -672,8 +664,9 @@ impl Engine {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => break,
-                Err(e) => {
-                    self.lost(key, Some(&e));
+                // Reset or refused: the server is gone for this client.
+                Err(_) => {
+                    self.lost(key);
                     break;
                 }
             }
@@ -714,7 +707,7 @@ impl Engine {
                 Parsed::Partial => break,
                 Parsed::Invalid(why) => {
                     self.count_error(why);
-                    self.lost(key, None);
+                    self.lost(key);
                     return buf.len();
                 }
                 Parsed::Frame(frame, used) => {
@@ -737,7 +730,7 @@ impl Engine {
         self.opening -= 1;
         if status != 101 {
             self.count_error(&format!("HTTP_{status}"));
-            self.lost(key, None);
+            self.lost(key);
             return;
         }
         match self.clients[key].role {
@@ -777,7 +770,7 @@ impl Engine {
                 if let Some(code) = code {
                     *self.tally.close_codes.entry(code).or_default() += 1;
                 }
-                self.lost(key, None);
+                self.lost(key);
             }
             wire::PONG => {}
             _ => self.count_error("BINARY_FRAME"),
@@ -813,7 +806,7 @@ impl Engine {
                 let code = code.to_string();
                 self.count_error(&code);
                 if phase == Phase::Subscribing {
-                    self.lost(key, None);
+                    self.lost(key);
                 } else if let Some(topic) = self.answered(key) {
                     // Nobody will get this one.
                     self.backlog = self.backlog.saturating_sub(self.fanout[topic]);
@@ -879,7 +872,7 @@ impl Engine {
     }
 
     /// The connection is gone (closed by the server, reset, or refused).
-    fn lost(&mut self, key: usize, _err: Option<&io::Error>) {
+    fn lost(&mut self, key: usize) {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
