@@ -19,11 +19,13 @@ pub mod clock;
 pub mod config;
 mod conn;
 pub mod http;
+pub mod io;
 mod metrics;
 mod outbound;
 pub mod protocol;
 mod rest;
 mod server;
+pub mod sys;
 mod timers;
 
 pub use config::{Config, ConfigError, OverflowPolicy};

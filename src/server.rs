@@ -130,28 +130,12 @@ pub fn run(config: Config) -> io::Result<Stopped> {
     server.run()
 }
 
-/// Raises the soft open-files limit to the hard limit, so `max_connections` can be reached.
+/// Warns when the open-files limit cannot reach `max_connections`.
 fn raise_fd_limit(max_connections: usize) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        }
-    }
-    if (lim.rlim_cur as usize) < max_connections + 32 {
+    let limit = crate::sys::raise_fd_limit();
+    if (limit as usize) < max_connections + 32 {
         log::warn!(
-            "open-files limit {} is below --max-connections {}: accepts will fail before the limit",
-            lim.rlim_cur,
-            max_connections
+            "open-files limit {limit} is below --max-connections {max_connections}: accepts will fail before the limit"
         );
     }
 }

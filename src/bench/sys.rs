@@ -47,24 +47,7 @@ pub fn process_rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-/// Raises this process's open-file limit to its hard limit; returns the limit.
-pub fn raise_fd_limit() -> u64 {
-    // SAFETY: get/setrlimit only read and write the struct we hand them.
-    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 1024;
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            return raised.rlim_cur;
-        }
-    }
-    lim.rlim_cur
-}
+pub use crate::sys::raise_fd_limit;
 
 /// Starts a non-blocking connection to `to`, from `from` when given (to use
 /// more source addresses of 127.0.0.0/8 than one address has ports).
