@@ -3,6 +3,8 @@
 
 use bytes::Bytes;
 
+use crate::refusal::Refusal;
+
 /// Largest request head (request line and headers), in bytes.
 pub const MAX_HEAD: usize = 8 << 10;
 /// Most headers in one request.
@@ -24,20 +26,14 @@ pub struct Request {
     pub ws_version: Option<String>,
 }
 
-/// A request the server refuses before routing; the connection closes after the answer.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Reject {
-    pub status: u16,
-    pub message: &'static str,
-}
-
 #[derive(Debug)]
 pub enum Parsed {
     /// More bytes are needed.
     Partial,
     /// A request and the number of buffer bytes it used.
     Request(Box<Request>, usize),
-    Reject(Reject),
+    /// A request refused before routing; the connection closes after the answer.
+    Reject(Refusal),
 }
 
 /// Parses the first request in `buf`.
@@ -46,15 +42,17 @@ pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
-            return reject(431, "request headers too large");
+            return Parsed::Reject(Refusal::HeadersTooLarge("request headers too large"));
         }
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-            return reject(431, "request headers too large");
+            return Parsed::Reject(Refusal::HeadersTooLarge("request headers too large"));
         }
         Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(httparse::Error::TooManyHeaders) => return reject(431, "too many request headers"),
-        Err(_) => return reject(400, "malformed HTTP request"),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Parsed::Reject(Refusal::HeadersTooLarge("too many request headers"));
+        }
+        Err(_) => return Parsed::Reject(Refusal::MalformedHttp("malformed HTTP request")),
     };
     let version = req.version.unwrap_or(1);
     let target = req.path.unwrap_or("/");
@@ -76,13 +74,10 @@ pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
         if name.eq_ignore_ascii_case("content-length") {
             match value.parse::<usize>() {
                 Ok(n) if content_length.is_none_or(|c| c == n) => content_length = Some(n),
-                _ => return reject(400, "invalid Content-Length"),
+                _ => return Parsed::Reject(Refusal::MalformedHttp("invalid Content-Length")),
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return reject(
-                411,
-                "Transfer-Encoding is not supported: send a Content-Length",
-            );
+            return Parsed::Reject(Refusal::ChunkedBody);
         } else if name.eq_ignore_ascii_case("connection") {
             for token in value.split(',').map(str::trim) {
                 if token.eq_ignore_ascii_case("close") {
@@ -107,17 +102,13 @@ pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
     }
     let body_len = content_length.unwrap_or(0);
     if body_len > max_body {
-        return reject(413, "request body too large");
+        return Parsed::Reject(Refusal::BodyTooLarge);
     }
     if buf.len() < head_len + body_len {
         return Parsed::Partial;
     }
     out.body = buf[head_len..head_len + body_len].to_vec();
     Parsed::Request(Box::new(out), head_len + body_len)
-}
-
-fn reject(status: u16, message: &'static str) -> Parsed {
-    Parsed::Reject(Reject { status, message })
 }
 
 impl Request {
@@ -216,20 +207,31 @@ pub fn json_error(
     json(status, extra_headers, body.as_bytes(), close)
 }
 
+/// The answer to a refused HTTP request: `{"error":"…"}` with its status.
+pub fn refusal(why: &Refusal, close: bool) -> Bytes {
+    json_error(why.status(), why.headers(), &why.message(), close)
+}
+
 /// Why a WebSocket handshake is refused, or `None` when it is valid.
-pub fn handshake_problem(req: &Request) -> Option<&'static str> {
+pub fn handshake_problem(req: &Request) -> Option<Refusal> {
     if !req.upgrade_websocket {
-        return Some("WebSocket endpoint: send 'Upgrade: websocket'");
+        return Some(Refusal::BadHandshake(
+            "WebSocket endpoint: send 'Upgrade: websocket'",
+        ));
     }
     if !req.connection_upgrade {
-        return Some("WebSocket handshake needs 'Connection: Upgrade'");
+        return Some(Refusal::BadHandshake(
+            "WebSocket handshake needs 'Connection: Upgrade'",
+        ));
     }
     if req.ws_version.as_deref() != Some("13") {
-        return Some("unsupported Sec-WebSocket-Version: use 13");
+        return Some(Refusal::BadWebSocketVersion);
     }
     match req.ws_key.as_deref() {
         Some(k) if k.len() == 24 && k.ends_with("==") => None,
-        _ => Some("missing or invalid Sec-WebSocket-Key"),
+        _ => Some(Refusal::BadHandshake(
+            "missing or invalid Sec-WebSocket-Key",
+        )),
     }
 }
 
@@ -273,7 +275,7 @@ mod tests {
 
     fn rejected(raw: &[u8]) -> u16 {
         match parse(raw, 1024) {
-            Parsed::Reject(r) => r.status,
+            Parsed::Reject(r) => r.status(),
             other => panic!("{other:?}"),
         }
     }
@@ -359,13 +361,18 @@ mod tests {
     #[test]
     fn handshake_problems_are_named() {
         let base = |extra: &str| request(&format!("GET /ws HTTP/1.1\r\n{extra}\r\n")).0;
-        assert!(handshake_problem(&base("")).unwrap().contains("Upgrade"));
+        assert!(
+            handshake_problem(&base(""))
+                .unwrap()
+                .message()
+                .contains("Upgrade")
+        );
         let r = base(
             "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
         );
-        assert!(handshake_problem(&r).unwrap().contains("Version"));
+        assert!(handshake_problem(&r).unwrap().message().contains("Version"));
         let r = base("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n");
-        assert!(handshake_problem(&r).unwrap().contains("Key"));
+        assert!(handshake_problem(&r).unwrap().message().contains("Key"));
     }
 
     #[test]

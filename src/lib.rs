@@ -13,20 +13,18 @@
 //! ```
 
 pub mod bench;
-pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;
-mod conn;
+pub mod core;
 pub mod http;
 pub mod io;
 mod metrics;
-mod outbound;
+pub mod outbound;
 pub mod protocol;
-mod rest;
+pub mod refusal;
 mod server;
 pub mod sys;
-mod timers;
 
 pub use config::{Config, ConfigError, OverflowPolicy};
 pub use server::{ServerHandle, Stopped, run, start};

@@ -2,96 +2,34 @@
 
 use std::fmt::Write;
 
-/// Why a request or connection was refused; one counter each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rejected {
-    BadRequest,
-    TopicNotFound,
-    Unauthorized,
-    MalformedHttp,
-    HeadersTooLarge,
-    BodyTooLarge,
-    ChunkedBody,
-    BadHandshake,
-    MessageTooBig,
-    InvalidUtf8,
-    ProtocolViolation,
-    MaxConnections,
-    RequestTimeout,
-    IdleTimeout,
+use crate::refusal::{LABELS, Refusal};
+
+/// What the loop counts: connections, bytes and requests.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IoCounters {
+    pub connections_accepted: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub http_requests: u64,
 }
 
-impl Rejected {
-    pub const ALL: [Rejected; 14] = [
-        Rejected::BadRequest,
-        Rejected::TopicNotFound,
-        Rejected::Unauthorized,
-        Rejected::MalformedHttp,
-        Rejected::HeadersTooLarge,
-        Rejected::BodyTooLarge,
-        Rejected::ChunkedBody,
-        Rejected::BadHandshake,
-        Rejected::MessageTooBig,
-        Rejected::InvalidUtf8,
-        Rejected::ProtocolViolation,
-        Rejected::MaxConnections,
-        Rejected::RequestTimeout,
-        Rejected::IdleTimeout,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Rejected::BadRequest => "bad_request",
-            Rejected::TopicNotFound => "topic_not_found",
-            Rejected::Unauthorized => "unauthorized",
-            Rejected::MalformedHttp => "malformed_http",
-            Rejected::HeadersTooLarge => "headers_too_large",
-            Rejected::BodyTooLarge => "body_too_large",
-            Rejected::ChunkedBody => "chunked_body",
-            Rejected::BadHandshake => "bad_handshake",
-            Rejected::MessageTooBig => "message_too_big",
-            Rejected::InvalidUtf8 => "invalid_utf8",
-            Rejected::ProtocolViolation => "protocol_violation",
-            Rejected::MaxConnections => "max_connections",
-            Rejected::RequestTimeout => "request_timeout",
-            Rejected::IdleTimeout => "idle_timeout",
-        }
-    }
-
-    /// The reason for an HTTP status the server refused a request with.
-    pub fn from_status(status: u16) -> Rejected {
-        match status {
-            401 => Rejected::Unauthorized,
-            411 => Rejected::ChunkedBody,
-            413 => Rejected::BodyTooLarge,
-            431 => Rejected::HeadersTooLarge,
-            503 => Rejected::MaxConnections,
-            _ => Rejected::MalformedHttp,
-        }
-    }
-}
-
+/// What the core counts: events and refusals.
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub connections_accepted: u64,
     pub published: u64,
     /// Event frames queued to subscribers.
     pub delivered: u64,
     pub dropped: u64,
     pub slow_consumer_disconnects: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub http_requests: u64,
-    rejected: [u64; Rejected::ALL.len()],
+    rejected: [u64; LABELS.len()],
 }
 
 impl Counters {
-    pub fn reject(&mut self, why: Rejected) {
-        self.rejected[why as usize] += 1;
-    }
-
-    pub fn rejected(&self, why: Rejected) -> u64 {
-        self.rejected[why as usize]
+    /// Counts a refusal under its label (refusals without one are counted elsewhere).
+    pub fn reject(&mut self, why: &Refusal) {
+        if let Some(i) = why.counter() {
+            self.rejected[i] += 1;
+        }
     }
 }
 
@@ -105,7 +43,7 @@ pub struct Gauges {
 }
 
 /// Renders every metric in the Prometheus text format.
-pub fn render(c: &Counters, g: &Gauges) -> String {
+pub fn render(c: &Counters, io: &IoCounters, g: &Gauges) -> String {
     let mut out = String::with_capacity(4096);
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -127,7 +65,7 @@ pub fn render(c: &Counters, g: &Gauges) -> String {
         "pubsubd_connections_accepted_total",
         "counter",
         "Connections accepted since start.",
-        &[("", c.connections_accepted as f64)],
+        &[("", io.connections_accepted as f64)],
     );
     metric(
         "pubsubd_subscriptions",
@@ -169,28 +107,28 @@ pub fn render(c: &Counters, g: &Gauges) -> String {
         "pubsubd_received_bytes_total",
         "counter",
         "Bytes read from client sockets.",
-        &[("", c.bytes_in as f64)],
+        &[("", io.bytes_in as f64)],
     );
     metric(
         "pubsubd_sent_bytes_total",
         "counter",
         "Bytes written to client sockets.",
-        &[("", c.bytes_out as f64)],
+        &[("", io.bytes_out as f64)],
     );
     metric(
         "pubsubd_http_requests_total",
         "counter",
         "HTTP requests parsed (REST and WebSocket handshakes).",
-        &[("", c.http_requests as f64)],
+        &[("", io.http_requests as f64)],
     );
-    let labels: Vec<String> = Rejected::ALL
+    let labels: Vec<String> = LABELS
         .iter()
-        .map(|r| format!("{{reason=\"{}\"}}", r.label()))
+        .map(|label| format!("{{reason=\"{label}\"}}"))
         .collect();
-    let samples: Vec<(&str, f64)> = Rejected::ALL
+    let samples: Vec<(&str, f64)> = labels
         .iter()
-        .zip(&labels)
-        .map(|(r, l)| (l.as_str(), c.rejected(*r) as f64))
+        .zip(c.rejected)
+        .map(|(l, n)| (l.as_str(), n as f64))
         .collect();
     metric(
         "pubsubd_rejected_total",
@@ -217,8 +155,8 @@ mod tests {
             published: 3,
             ..Counters::default()
         };
-        c.reject(Rejected::BadRequest);
-        c.reject(Rejected::BadRequest);
+        c.reject(&Refusal::BadRequest("x".into()));
+        c.reject(&Refusal::BadRequest("y".into()));
         let g = Gauges {
             http_connections: 1,
             ws_connections: 2,
@@ -226,7 +164,7 @@ mod tests {
             topics: 5,
             uptime_seconds: 1.5,
         };
-        let text = render(&c, &g);
+        let text = render(&c, &IoCounters::default(), &g);
         assert!(text.contains(
             "# TYPE pubsubd_messages_published_total counter\npubsubd_messages_published_total 3\n"
         ));

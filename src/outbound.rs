@@ -46,6 +46,8 @@ pub struct Outbound {
     offset: usize,
     /// Bytes queued and not yet written.
     len: usize,
+    /// Events the drop-oldest policy took from this queue since the client was last told.
+    pub dropped: u64,
 }
 
 impl Outbound {

@@ -1,5 +1,6 @@
 //! One client connection: its socket, its outbound queue, and its state
-//! (`Http` → `WebSocket` → `Closing`), each state owning its buffers.
+//! (`Http` → `WebSocket` → `Closing` → `Dead`), each state owning its buffers.
+//! [`Conn::transition`] is the one place a state changes.
 
 use std::io::{self, Read, Write};
 use std::time::Instant;
@@ -9,14 +10,18 @@ use mio::Interest;
 use mio::net::TcpStream;
 use tungstenite::protocol::WebSocketContext;
 
-use crate::broker::ConnId;
 use crate::config::Config;
+use crate::core::ConnId;
 use crate::outbound::{Kind, Outbound};
 
 pub enum State {
+    /// Reading HTTP requests (REST, or a handshake not yet complete).
     Http(Http),
     WebSocket(Box<WebSocketContext>),
+    /// Sending what is queued, then hanging up; nothing read is acted on.
     Closing(Closing),
+    /// Gone: removed from the slab at the end of the loop turn.
+    Dead,
 }
 
 #[derive(Default)]
@@ -31,6 +36,30 @@ pub struct Closing {
     pub deadline: Instant,
     /// Whatever is queued has been written and our side is shut: waiting for the peer's EOF.
     pub lingering: bool,
+    /// It was a WebSocket (it still counts as one until it is gone).
+    pub websocket: bool,
+}
+
+/// A state change asked of a connection.
+pub enum Next {
+    Upgrade(Box<WebSocketContext>),
+    /// Close once what is queued is sent, by `deadline` at the latest.
+    Close(Instant),
+    Kill,
+}
+
+/// What a transition changed, for the loop's counts.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Changed {
+    Nothing,
+    /// It became a WebSocket.
+    Upgraded,
+    /// It started closing.
+    Closing,
+    /// It is gone; `websocket` when it had been one.
+    Died {
+        websocket: bool,
+    },
 }
 
 pub struct Conn {
@@ -38,8 +67,6 @@ pub struct Conn {
     pub socket: TcpStream,
     pub outbound: Outbound,
     pub state: State,
-    /// Whether this connection upgraded to a WebSocket (counts by kind).
-    pub is_ws: bool,
     /// Last time bytes arrived.
     pub last_seen: Instant,
     /// The earliest timer entry scheduled for this connection.
@@ -48,14 +75,10 @@ pub struct Conn {
     pub interest: Interest,
     /// The last write hit `WouldBlock`: wait for WRITABLE.
     pub write_blocked: bool,
-    /// In the server's list of connections to flush this turn.
+    /// In the loop's list of connections to flush this turn.
     pub flush_queued: bool,
     /// Reading stopped because the outbound queue is over its limit.
     pub read_paused: bool,
-    /// Events dropped (drop-oldest) since the client was last told.
-    pub dropped: u64,
-    /// Marked for removal at the end of the turn.
-    pub dead: bool,
 }
 
 impl Conn {
@@ -65,15 +88,51 @@ impl Conn {
             socket,
             outbound: Outbound::default(),
             state: State::Http(Http::default()),
-            is_ws: false,
             last_seen: now,
             timer_at: None,
             interest: Interest::READABLE,
             write_blocked: false,
             flush_queued: false,
             read_paused: false,
-            dropped: 0,
-            dead: false,
+        }
+    }
+
+    /// Performs a state change; illegal ones (upgrading anything but an HTTP
+    /// connection, reviving a dead one) change nothing.
+    pub fn transition(&mut self, next: Next) -> Changed {
+        let websocket = self.is_websocket();
+        match (next, &mut self.state) {
+            (_, State::Dead) => Changed::Nothing,
+            (Next::Kill, _) => {
+                self.state = State::Dead;
+                Changed::Died { websocket }
+            }
+            (Next::Upgrade(ctx), State::Http(_)) => {
+                self.state = State::WebSocket(ctx);
+                Changed::Upgraded
+            }
+            (Next::Upgrade(_), _) => Changed::Nothing,
+            (Next::Close(deadline), State::Closing(c)) => {
+                c.deadline = c.deadline.min(deadline);
+                Changed::Nothing
+            }
+            (Next::Close(deadline), _) => {
+                self.state = State::Closing(Closing {
+                    deadline,
+                    lingering: false,
+                    websocket,
+                });
+                Changed::Closing
+            }
+        }
+    }
+
+    /// Open as a WebSocket, or closing after having been one.
+    pub fn is_websocket(&self) -> bool {
+        match &self.state {
+            State::WebSocket(_) => true,
+            State::Closing(c) => c.websocket,
+            State::Http(_) | State::Dead => false,
         }
     }
 
@@ -86,6 +145,7 @@ impl Conn {
             State::Http(_) => self.last_seen + config.keepalive_timeout,
             State::WebSocket(_) => self.last_seen + config.idle_timeout,
             State::Closing(c) => c.deadline,
+            State::Dead => self.last_seen,
         }
     }
 
@@ -103,16 +163,8 @@ impl Conn {
         matches!(self.state, State::Closing(_))
     }
 
-    /// Starts closing: stop reading requests, write what is queued, then shut down.
-    pub fn begin_closing(&mut self, deadline: Instant) {
-        if let State::Closing(c) = &mut self.state {
-            c.deadline = c.deadline.min(deadline);
-        } else {
-            self.state = State::Closing(Closing {
-                deadline,
-                lingering: false,
-            });
-        }
+    pub fn is_dead(&self) -> bool {
+        matches!(self.state, State::Dead)
     }
 
     pub fn push(&mut self, bytes: Bytes, kind: Kind) {

@@ -2,9 +2,10 @@
 
 use serde_json::json;
 
-use crate::broker::{Broker, BrokerError, ConnId};
+use super::ConnId;
+use super::broker::{Broker, BrokerError};
 use crate::http::{self, Request};
-use crate::metrics::{self, Counters, Gauges};
+use crate::metrics::{self, Counters, Gauges, IoCounters};
 use crate::protocol::valid_topic;
 
 /// A route's answer.
@@ -40,13 +41,13 @@ impl Reply {
     }
 }
 
-/// What the routes read besides the broker.
-pub struct View<'a> {
-    pub counters: &'a Counters,
+/// What the routes read from the loop.
+pub struct View {
+    pub io: IoCounters,
     pub gauges: Gauges,
 }
 
-pub fn route(req: &Request, broker: &mut Broker, view: &View<'_>) -> Reply {
+pub fn route(req: &Request, broker: &mut Broker, counters: &Counters, view: &View) -> Reply {
     let method = req.method.as_str();
     match req.path.as_str() {
         "/topics" => match method {
@@ -68,13 +69,13 @@ pub fn route(req: &Request, broker: &mut Broker, view: &View<'_>) -> Reply {
             _ => Reply::not_allowed("GET"),
         },
         "/stats" => match method {
-            "GET" => stats(broker, view),
+            "GET" => stats(broker, counters, view),
             _ => Reply::not_allowed("GET"),
         },
         "/metrics" => match method {
             "GET" => Reply {
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: metrics::render(view.counters, &view.gauges).into_bytes(),
+                body: metrics::render(counters, &view.io, &view.gauges).into_bytes(),
                 ..Reply::json(200, json!(null))
             },
             _ => Reply::not_allowed("GET"),
@@ -133,7 +134,7 @@ fn delete_topic(raw_name: &str, broker: &mut Broker) -> Reply {
     }
 }
 
-fn stats(broker: &Broker, view: &View<'_>) -> Reply {
+fn stats(broker: &Broker, c: &Counters, view: &View) -> Reply {
     let mut topics = serde_json::Map::new();
     for (name, t) in broker.topics() {
         topics.insert(
@@ -146,7 +147,6 @@ fn stats(broker: &Broker, view: &View<'_>) -> Reply {
             }),
         );
     }
-    let c = view.counters;
     Reply::json(
         200,
         json!({

@@ -9,8 +9,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-/// A connection: slab key in the low 32 bits, generation in the high 32.
-pub type ConnId = u64;
+pub use super::ConnId;
 
 /// One subscription held on a topic.
 #[derive(Debug, Clone)]
@@ -300,17 +299,21 @@ impl Broker {
 mod tests {
     use super::*;
 
+    fn id(n: usize) -> ConnId {
+        ConnId::new(n, 0)
+    }
+
     fn frame(n: u8) -> Bytes {
         Bytes::from(vec![n])
     }
 
-    fn targets(b: &Broker, topic: &str) -> Vec<ConnId> {
-        let mut v: Vec<ConnId> = b
+    fn targets(b: &Broker, topic: &str) -> Vec<usize> {
+        let mut v: Vec<usize> = b
             .topic(topic)
             .unwrap()
             .subscribers()
             .iter()
-            .map(|s| s.conn)
+            .map(|s| s.conn.key())
             .collect();
         v.sort_unstable();
         v
@@ -332,14 +335,14 @@ mod tests {
             .collect();
         assert_eq!(kept, vec![3, 4, 5]);
         assert_eq!(b.topic("t").unwrap().messages, 5);
-        let s = b.subscribe(1, "t", "c", 2).unwrap();
+        let s = b.subscribe(id(1), "t", "c", 2).unwrap();
         assert_eq!(
             s.replay.iter().map(|f| f[0]).collect::<Vec<_>>(),
             vec![4, 5]
         );
-        let s = b.subscribe(2, "t", "d", 100).unwrap();
+        let s = b.subscribe(id(2), "t", "d", 100).unwrap();
         assert_eq!(s.replay.len(), 3);
-        let s = b.subscribe(3, "t", "e", 0).unwrap();
+        let s = b.subscribe(id(3), "t", "e", 0).unwrap();
         assert!(s.replay.is_empty());
     }
 
@@ -348,10 +351,10 @@ mod tests {
         let mut b = Broker::new(1, false);
         b.create_topic("t").unwrap();
         for conn in 0..1000 {
-            b.subscribe(conn, "t", &format!("c{conn}"), 0).unwrap();
+            b.subscribe(id(conn), "t", &format!("c{conn}"), 0).unwrap();
         }
         for conn in 1..1000 {
-            b.unsubscribe(conn, "t").unwrap();
+            b.unsubscribe(id(conn), "t").unwrap();
         }
         let t = b.topic("t").unwrap();
         assert_eq!(targets(&b, "t"), vec![0]);
@@ -368,7 +371,7 @@ mod tests {
         let mut b = Broker::new(0, false);
         b.create_topic("t").unwrap();
         b.publish("t", frame(1)).unwrap();
-        assert!(b.subscribe(1, "t", "c", 10).unwrap().replay.is_empty());
+        assert!(b.subscribe(id(1), "t", "c", 10).unwrap().replay.is_empty());
     }
 
     #[test]
@@ -377,12 +380,12 @@ mod tests {
         b.create_topic("a").unwrap();
         b.create_topic("b").unwrap();
         for conn in 1..=4 {
-            b.subscribe(conn, "a", &format!("c{conn}"), 0).unwrap();
+            b.subscribe(id(conn), "a", &format!("c{conn}"), 0).unwrap();
         }
-        b.subscribe(9, "b", "x", 0).unwrap();
+        b.subscribe(id(9), "b", "x", 0).unwrap();
         assert_eq!(targets(&b, "a"), vec![1, 2, 3, 4]);
         assert_eq!(targets(&b, "b"), vec![9]);
-        b.unsubscribe(2, "a").unwrap();
+        b.unsubscribe(id(2), "a").unwrap();
         assert_eq!(targets(&b, "a"), vec![1, 3, 4]);
         assert_eq!(b.subscription_count(), 4);
         assert_eq!(
@@ -396,12 +399,12 @@ mod tests {
         let mut b = Broker::new(10, false);
         b.create_topic("t").unwrap();
         b.publish("t", frame(1)).unwrap();
-        b.subscribe(1, "t", "c", 0).unwrap();
-        let again = b.subscribe(1, "t", "c", 5).unwrap();
+        b.subscribe(id(1), "t", "c", 0).unwrap();
+        let again = b.subscribe(id(1), "t", "c", 5).unwrap();
         assert!(again.replay.is_empty(), "no second replay on the same path");
         assert_eq!(targets(&b, "t"), vec![1]);
         assert_eq!(b.subscription_count(), 1);
-        assert_eq!(b.held_by(1), 1);
+        assert_eq!(b.held_by(id(1)), 1);
     }
 
     #[test]
@@ -409,41 +412,50 @@ mod tests {
         let mut b = Broker::new(10, false);
         b.create_topic("t").unwrap();
         b.create_topic("u").unwrap();
-        b.subscribe(1, "t", "same", 0).unwrap();
-        b.subscribe(1, "u", "same", 0).unwrap();
-        let s = b.subscribe(2, "t", "same", 0).unwrap();
-        assert_eq!(s.replaced, Some(1));
+        b.subscribe(id(1), "t", "same", 0).unwrap();
+        b.subscribe(id(1), "u", "same", 0).unwrap();
+        let s = b.subscribe(id(2), "t", "same", 0).unwrap();
+        assert_eq!(s.replaced, Some(id(1)));
         assert_eq!(targets(&b, "t"), vec![2]);
         // The takeover is per topic: conn 1 keeps "u".
         assert_eq!(targets(&b, "u"), vec![1]);
-        assert_eq!(b.held_by(1), 1);
+        assert_eq!(b.held_by(id(1)), 1);
         assert_eq!(b.subscription_count(), 2);
         // Taking it back works the same way.
-        assert_eq!(b.subscribe(1, "t", "same", 0).unwrap().replaced, Some(2));
-        assert_eq!(b.held_by(2), 0);
+        assert_eq!(
+            b.subscribe(id(1), "t", "same", 0).unwrap().replaced,
+            Some(id(2))
+        );
+        assert_eq!(b.held_by(id(2)), 0);
     }
 
     #[test]
     fn changed_client_id_on_the_same_connection_is_followed() {
         let mut b = Broker::new(10, false);
         b.create_topic("t").unwrap();
-        b.subscribe(1, "t", "old", 0).unwrap();
-        b.subscribe(1, "t", "new", 0).unwrap();
+        b.subscribe(id(1), "t", "old", 0).unwrap();
+        b.subscribe(id(1), "t", "new", 0).unwrap();
         // "old" is free now: another connection takes nothing over with it.
-        assert_eq!(b.subscribe(2, "t", "old", 0).unwrap().replaced, None);
-        assert_eq!(b.subscribe(3, "t", "new", 0).unwrap().replaced, Some(1));
+        assert_eq!(b.subscribe(id(2), "t", "old", 0).unwrap().replaced, None);
+        assert_eq!(
+            b.subscribe(id(3), "t", "new", 0).unwrap().replaced,
+            Some(id(1))
+        );
     }
 
     #[test]
     fn unsubscribe_is_idempotent_but_needs_the_topic() {
         let mut b = Broker::new(10, false);
         b.create_topic("t").unwrap();
-        assert_eq!(b.unsubscribe(1, "t"), Ok(()));
-        b.subscribe(1, "t", "c", 0).unwrap();
-        assert_eq!(b.unsubscribe(1, "t"), Ok(()));
-        assert_eq!(b.unsubscribe(1, "t"), Ok(()));
+        assert_eq!(b.unsubscribe(id(1), "t"), Ok(()));
+        b.subscribe(id(1), "t", "c", 0).unwrap();
+        assert_eq!(b.unsubscribe(id(1), "t"), Ok(()));
+        assert_eq!(b.unsubscribe(id(1), "t"), Ok(()));
         assert_eq!(b.subscription_count(), 0);
-        assert_eq!(b.unsubscribe(1, "nope"), Err(BrokerError::TopicNotFound));
+        assert_eq!(
+            b.unsubscribe(id(1), "nope"),
+            Err(BrokerError::TopicNotFound)
+        );
     }
 
     #[test]
@@ -451,18 +463,18 @@ mod tests {
         let mut b = Broker::new(10, false);
         for t in ["a", "b", "c"] {
             b.create_topic(t).unwrap();
-            b.subscribe(7, t, "seven", 0).unwrap();
-            b.subscribe(8, t, "eight", 0).unwrap();
+            b.subscribe(id(7), t, "seven", 0).unwrap();
+            b.subscribe(id(8), t, "eight", 0).unwrap();
         }
-        b.remove_conn(7);
+        b.remove_conn(id(7));
         assert_eq!(b.subscription_count(), 3);
-        assert_eq!(b.held_by(7), 0);
+        assert_eq!(b.held_by(id(7)), 0);
         for t in ["a", "b", "c"] {
             assert_eq!(targets(&b, t), vec![8]);
             // The client_id is free again.
-            assert_eq!(b.subscribe(9, t, "seven", 0).unwrap().replaced, None);
+            assert_eq!(b.subscribe(id(9), t, "seven", 0).unwrap().replaced, None);
         }
-        b.remove_conn(7);
+        b.remove_conn(id(7));
         assert_eq!(b.subscription_count(), 6);
     }
 
@@ -471,15 +483,15 @@ mod tests {
         let mut b = Broker::new(10, false);
         b.create_topic("t").unwrap();
         b.create_topic("u").unwrap();
-        b.subscribe(1, "t", "a", 0).unwrap();
-        b.subscribe(2, "t", "b", 0).unwrap();
-        b.subscribe(1, "u", "a", 0).unwrap();
+        b.subscribe(id(1), "t", "a", 0).unwrap();
+        b.subscribe(id(2), "t", "b", 0).unwrap();
+        b.subscribe(id(1), "u", "a", 0).unwrap();
         let mut gone = b.delete_topic("t").unwrap();
         gone.sort_unstable();
-        assert_eq!(gone, vec![1, 2]);
+        assert_eq!(gone, vec![id(1), id(2)]);
         assert_eq!(b.subscription_count(), 1);
-        assert_eq!(b.held_by(1), 1);
-        assert_eq!(b.held_by(2), 0);
+        assert_eq!(b.held_by(id(1)), 1);
+        assert_eq!(b.held_by(id(2)), 0);
         assert_eq!(b.delete_topic("t"), Err(BrokerError::TopicNotFound));
         assert_eq!(b.create_topic("u"), Err(BrokerError::TopicExists));
         // A new topic of the same name starts empty.
@@ -492,7 +504,7 @@ mod tests {
     fn auto_create_makes_topics_on_demand() {
         let mut off = Broker::new(10, false);
         assert_eq!(
-            off.subscribe(1, "x", "c", 0).unwrap_err(),
+            off.subscribe(id(1), "x", "c", 0).unwrap_err(),
             BrokerError::TopicNotFound
         );
         assert_eq!(
@@ -501,7 +513,7 @@ mod tests {
         );
         assert_eq!(off.topic_count(), 0);
         let mut on = Broker::new(10, true);
-        on.subscribe(1, "x", "c", 0).unwrap();
+        on.subscribe(id(1), "x", "c", 0).unwrap();
         assert_eq!(on.publish("y", frame(1)).unwrap().messages, 1);
         assert_eq!(on.topic_count(), 2);
     }

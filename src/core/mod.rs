@@ -1,0 +1,271 @@
+//! The core: what every client request and REST call means, with no sockets.
+//!
+//! The loop hands in plain inputs — a connection id, a parsed request or a
+//! frame's text, the current timestamp — and the core answers through an
+//! [`Effects`] sink: frames to queue on connections, connections to close with
+//! a [`Refusal`]. It never reads or writes a socket, so it is unit-tested and
+//! exercised by a seeded simulation (`sim.rs`) without one.
+//!
+//! [`Core::fan_out`] is the one path by which an event reaches subscribers.
+
+pub mod broker;
+mod flow;
+pub mod rest;
+#[cfg(test)]
+mod sim;
+
+use bytes::Bytes;
+
+use crate::config::{Config, OverflowPolicy};
+use crate::http::{self, Request};
+use crate::metrics::Counters;
+use crate::outbound::Outbound;
+use crate::protocol::{self, ErrorCode, Request as Msg};
+use crate::refusal::Refusal;
+
+pub use broker::Broker;
+use flow::Tally;
+pub use flow::drop_notice;
+
+/// A connection: its slab key, and a generation so that a recycled slot never
+/// receives what was meant for the connection that held it before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    key: u32,
+    generation: u32,
+}
+
+impl ConnId {
+    pub fn new(key: usize, generation: u32) -> ConnId {
+        ConnId {
+            key: key as u32,
+            generation,
+        }
+    }
+
+    /// The slot in the loop's slab.
+    pub fn key(self) -> usize {
+        self.key as usize
+    }
+}
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.key, self.generation)
+    }
+}
+
+/// What a core call makes happen, carried out by the loop (or by a model in tests).
+pub trait Effects {
+    /// Queues a frame that is never dropped (an answer, a notice) on `to`, if it is still open.
+    fn send(&mut self, to: ConnId, frame: Bytes);
+    /// The outbound queue of `to` if it is an open WebSocket that takes events.
+    fn outbox(&mut self, to: ConnId) -> Option<&mut Outbound>;
+    /// Lets the peer take what it will of `to`'s queue now, before the
+    /// overflow policy judges it (a burst within one turn is not a slow consumer).
+    fn drain(&mut self, to: ConnId);
+    /// Closes `conn` for `why` once what is queued has gone out.
+    fn close(&mut self, conn: ConnId, why: Refusal);
+}
+
+/// The overflow policy's settings (§3).
+#[derive(Clone, Copy, Debug)]
+pub struct Flow {
+    pub limit: usize,
+    pub policy: OverflowPolicy,
+}
+
+pub struct Core {
+    pub broker: Broker,
+    pub counters: Counters,
+    flow: Flow,
+    api_keys: Vec<String>,
+}
+
+impl Core {
+    pub fn new(config: &Config) -> Core {
+        Core {
+            broker: Broker::new(config.history, config.auto_create_topics),
+            counters: Counters::default(),
+            flow: Flow {
+                limit: config.outbound_limit,
+                policy: config.overflow_policy,
+            },
+            api_keys: config.api_keys.clone(),
+        }
+    }
+
+    /// Whether an HTTP request (REST or handshake) may proceed (§6).
+    pub fn authorize(&self, req: &Request) -> Result<(), Refusal> {
+        let exempt = req.method == "GET" && req.path == "/health";
+        if self.api_keys.is_empty() || exempt {
+            return Ok(());
+        }
+        let presented = req.api_key.clone().or_else(|| {
+            (req.path == "/ws")
+                .then(|| req.query_param("api_key"))
+                .flatten()
+        });
+        if presented.is_some_and(|k| http::key_matches(&k, &self.api_keys)) {
+            Ok(())
+        } else {
+            Err(Refusal::Unauthorized)
+        }
+    }
+
+    /// One client message (the text of a frame) from `conn`: exactly one answer, then its effects.
+    pub fn on_text(&mut self, conn: ConnId, text: &str, ts: &str, fx: &mut impl Effects) {
+        let incoming = protocol::parse(text);
+        let rid = incoming.request_id;
+        let request = match incoming.request {
+            Ok(request) => request,
+            Err(message) => {
+                let why = Refusal::BadRequest(message.into());
+                return self.refuse(conn, rid, incoming.topic, why, ts, fx);
+            }
+        };
+        match request {
+            Msg::Ping => fx.send(conn, protocol::pong(rid, ts)),
+            Msg::Subscribe {
+                topic,
+                client_id,
+                last_n,
+            } => self.subscribe(conn, rid, &topic, &client_id, last_n, ts, fx),
+            Msg::Unsubscribe { topic, .. } => match self.broker.unsubscribe(conn, &topic) {
+                Ok(()) => fx.send(conn, protocol::ack(rid, Some(&topic), ts)),
+                Err(_) => self.refuse(
+                    conn,
+                    rid,
+                    None,
+                    Refusal::TopicNotFound(topic.into()),
+                    ts,
+                    fx,
+                ),
+            },
+            Msg::Publish { topic, id, payload } => {
+                let frame = protocol::event(&topic, &id, payload, ts);
+                let Ok(t) = self.broker.publish(&topic, frame.clone()) else {
+                    let why = Refusal::TopicNotFound(topic.into());
+                    return self.refuse(conn, rid, None, why, ts, fx);
+                };
+                self.counters.published += 1;
+                // The ack goes first, so a publisher subscribed to its topic sees it before the event.
+                fx.send(conn, protocol::ack(rid, Some(&topic), ts));
+                let tally = flow::offer_all(t.subscribers(), &frame, self.flow, ts, fx);
+                self.settle(&topic, tally);
+            }
+        }
+    }
+
+    /// A binary frame: refused, the connection stays open.
+    pub fn on_binary(&mut self, conn: ConnId, ts: &str, fx: &mut impl Effects) {
+        let why =
+            Refusal::BadRequest("binary frames are not supported: send JSON in text frames".into());
+        self.refuse(conn, None, None, why, ts, fx);
+    }
+
+    /// Delivers one event frame to every subscriber of `topic` under the
+    /// overflow policy: one shared frame, one queue push each. This is the
+    /// one path by which events reach subscribers.
+    pub fn fan_out(&mut self, topic: &str, frame: &Bytes, ts: &str, fx: &mut impl Effects) {
+        let Some(t) = self.broker.topic(topic) else {
+            return;
+        };
+        let tally = flow::offer_all(t.subscribers(), frame, self.flow, ts, fx);
+        self.settle(topic, tally);
+    }
+
+    /// A REST request (§5), already authorized. Subscribers of a deleted topic are told.
+    pub fn rest(
+        &mut self,
+        req: &Request,
+        view: &rest::View,
+        ts: &str,
+        fx: &mut impl Effects,
+    ) -> rest::Reply {
+        let reply = rest::route(req, &mut self.broker, &self.counters, view);
+        if let Some((topic, conns)) = &reply.deleted {
+            let info = protocol::info(Some(topic), "topic_deleted", ts);
+            for conn in conns {
+                fx.send(*conn, info.clone());
+            }
+        }
+        reply
+    }
+
+    /// Forgets every subscription of a connection that closes or went away.
+    pub fn remove_conn(&mut self, conn: ConnId) {
+        self.broker.remove_conn(conn);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn subscribe(
+        &mut self,
+        conn: ConnId,
+        rid: Option<&str>,
+        topic: &str,
+        client_id: &str,
+        last_n: u64,
+        ts: &str,
+        fx: &mut impl Effects,
+    ) {
+        let done = match self.broker.subscribe(conn, topic, client_id, last_n) {
+            Ok(done) => done,
+            Err(_) => {
+                let why = Refusal::TopicNotFound(topic.into());
+                return self.refuse(conn, rid, None, why, ts, fx);
+            }
+        };
+        fx.send(conn, protocol::ack(rid, Some(topic), ts));
+        let mut tally = Tally::default();
+        for frame in &done.replay {
+            tally.add(conn, flow::offer(fx, conn, frame, self.flow, ts));
+        }
+        if let Some(other) = done.replaced {
+            fx.send(
+                other,
+                protocol::info(Some(topic), "subscription_replaced", ts),
+            );
+        }
+        self.settle(topic, tally);
+    }
+
+    /// Counts what a fan-out did and forgets the slow consumers it closed.
+    fn settle(&mut self, topic: &str, tally: Tally) {
+        self.counters.delivered += tally.delivered;
+        self.counters.dropped += tally.dropped;
+        self.counters.slow_consumer_disconnects += tally.disconnected.len() as u64;
+        if tally.dropped == 0 && tally.disconnected.is_empty() {
+            return;
+        }
+        if let Some(t) = self.broker.topic_mut(topic) {
+            t.dropped += tally.dropped;
+            t.slow_disconnects += tally.disconnected.len() as u64;
+        }
+        // The connections were closed when judged; their subscriptions go now,
+        // after the walk over the subscriber list.
+        for conn in tally.disconnected {
+            self.broker.remove_conn(conn);
+            log::debug!("connection {conn}: slow consumer disconnected");
+        }
+    }
+
+    /// Answers a request with an `error` (the connection stays open).
+    fn refuse(
+        &mut self,
+        conn: ConnId,
+        rid: Option<&str>,
+        topic: Option<&str>,
+        why: Refusal,
+        ts: &str,
+        fx: &mut impl Effects,
+    ) {
+        self.counters.reject(&why);
+        let code = why.error_code().unwrap_or(ErrorCode::Internal);
+        let topic = topic.or(why.topic());
+        fx.send(conn, protocol::error(rid, topic, code, &why.message(), ts));
+    }
+}
+
+#[cfg(test)]
+mod tests;

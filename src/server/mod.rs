@@ -1,0 +1,297 @@
+//! The loop: one thread, one mio poll, every socket. It moves bytes and never
+//! decides what a message means: that is the core's job (`crate::core`).
+//!
+//! Each turn: handle readiness (reading hands requests to the core, which only
+//! enqueues output), run due timers, flush every connection with pending
+//! output once, then reap the connections that died. Interest is derived from
+//! each connection's state.
+//!
+//! - `accept.rs`: accepting, admission, reaping
+//! - `read.rs`: reading HTTP and WebSocket input and handing it to the core
+//! - `flush.rs`: writing queued output
+//! - `timers.rs`: the deadline heap, timeouts and the heartbeat
+//! - `shutdown.rs`: graceful shutdown
+//! - `net.rs`: the connections and what the core's effects do to them
+//! - `conn.rs`: one connection and its states
+
+mod accept;
+mod conn;
+mod flush;
+mod net;
+mod read;
+mod shutdown;
+mod timers;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tungstenite::protocol::{Message, WebSocketConfig};
+
+use crate::config::Config;
+use crate::core::Core;
+use crate::metrics::Gauges;
+use net::Net;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// Client messages read from one WebSocket before they are dispatched.
+const READ_BATCH: usize = 64;
+/// tungstenite's per-connection read buffer (its default is 128 KiB).
+const WS_READ_BUFFER: usize = 512;
+
+const RUN: u8 = 0;
+const GRACEFUL: u8 = 1;
+const IMMEDIATE: u8 = 2;
+
+/// How the loop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every connection was closed or the shutdown timeout passed.
+    Gracefully,
+    /// A second signal (or a dropped handle) stopped it at once.
+    Forced,
+}
+
+/// A running server started by [`start`]. Dropping it stops the server at once.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    control: Arc<AtomicU8>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<io::Result<Stopped>>>,
+}
+
+impl ServerHandle {
+    /// The address the listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Graceful shutdown, as on SIGTERM (protocol §7); waits for the loop to exit.
+    pub fn shutdown(mut self) -> io::Result<()> {
+        self.stop(GRACEFUL)
+    }
+
+    fn stop(&mut self, how: u8) -> io::Result<()> {
+        self.control.store(how, Ordering::SeqCst);
+        self.waker.wake()?;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result.map(|_| ()),
+            Some(Err(_)) => Err(io::Error::other("server thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        let _ = self.stop(IMMEDIATE);
+    }
+}
+
+/// Binds the listener and runs the server on a thread of its own.
+pub fn start(config: Config) -> io::Result<ServerHandle> {
+    let listener = bind(&config)?;
+    let addr = listener.local_addr()?;
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let control = Arc::new(AtomicU8::new(RUN));
+    let thread_control = control.clone();
+    let thread = std::thread::Builder::new()
+        .name("pubsubd".into())
+        .spawn(move || Server::new(poll, listener, config, thread_control)?.run())?;
+    Ok(ServerHandle {
+        addr,
+        control,
+        waker,
+        thread: Some(thread),
+    })
+}
+
+/// Runs the server in this thread until SIGTERM/SIGINT (a second one forces the exit).
+pub fn run(config: Config) -> io::Result<Stopped> {
+    raise_fd_limit(config.max_connections);
+    let listener = bind(&config)?;
+    let poll = Poll::new()?;
+    let mut signals = signal_hook_mio::v1_0::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)?;
+    log::info!("pubsubd listening on {}", listener.local_addr()?);
+    let mut server = Server::new(poll, listener, config, Arc::new(AtomicU8::new(RUN)))?;
+    server.signals = Some(signals);
+    server.run()
+}
+
+/// Binds the listener; the error names the address that could not be bound.
+fn bind(config: &Config) -> io::Result<TcpListener> {
+    let addr = SocketAddr::new(config.host, config.port);
+    TcpListener::bind(addr).map_err(|e| {
+        let what = match e.kind() {
+            io::ErrorKind::AddrInUse => "address already in use".to_string(),
+            io::ErrorKind::AddrNotAvailable => "address not available on this host".to_string(),
+            io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            _ => e.to_string(),
+        };
+        io::Error::new(e.kind(), format!("cannot listen on {addr}: {what}"))
+    })
+}
+
+/// Warns when the open-files limit cannot reach `max_connections`.
+fn raise_fd_limit(max_connections: usize) {
+    let limit = crate::sys::raise_fd_limit();
+    if (limit as usize) < max_connections + 32 {
+        log::warn!(
+            "open-files limit {limit} is below --max-connections {max_connections}: accepts will fail before the limit"
+        );
+    }
+}
+
+struct Server {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    control: Arc<AtomicU8>,
+    core: Core,
+    net: Net,
+    ws_config: WebSocketConfig,
+    started: Instant,
+    next_heartbeat: Instant,
+    shutdown_deadline: Option<Instant>,
+    /// Accepting paused: out of file descriptors.
+    accept_blocked: bool,
+    /// The loop's one read buffer, shared by every connection.
+    scratch: Box<[u8]>,
+    batch: Vec<Message>,
+}
+
+impl Server {
+    fn new(
+        poll: Poll,
+        mut listener: TcpListener,
+        config: Config,
+        control: Arc<AtomicU8>,
+    ) -> io::Result<Server> {
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(WS_READ_BUFFER)
+            .write_buffer_size(0)
+            .max_write_buffer_size(usize::MAX)
+            .max_message_size(Some(config.max_message_size))
+            .max_frame_size(Some(config.max_message_size));
+        let now = Instant::now();
+        Ok(Server {
+            listener: Some(listener),
+            signals: None,
+            control,
+            core: Core::new(&config),
+            next_heartbeat: now + config.heartbeat,
+            net: Net::new(poll.registry().try_clone()?, config, now),
+            poll,
+            ws_config,
+            started: now,
+            shutdown_deadline: None,
+            accept_blocked: false,
+            scratch: vec![0; 64 << 10].into_boxed_slice(),
+            batch: Vec::with_capacity(READ_BATCH),
+        })
+    }
+
+    /// One poll turn after another: events, timers, flush, reap.
+    fn run(&mut self) -> io::Result<Stopped> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            self.net.now = Instant::now();
+            for key in std::mem::take(&mut self.net.again) {
+                self.read(key);
+                self.net.queue_flush(key);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    WAKER => match self.control.load(Ordering::SeqCst) {
+                        IMMEDIATE => return Ok(Stopped::Forced),
+                        GRACEFUL => self.begin_shutdown(),
+                        _ => {}
+                    },
+                    SIGNALS => {
+                        let count = self.signals.as_mut().map_or(0, |s| s.pending().count());
+                        if count > 0 && self.shutdown_deadline.is_some() || count > 1 {
+                            log::warn!("second signal: exiting at once");
+                            return Ok(Stopped::Forced);
+                        }
+                        if count > 0 {
+                            log::info!("signal received: shutting down gracefully");
+                            self.begin_shutdown();
+                        }
+                    }
+                    Token(key) => {
+                        if event.is_writable() {
+                            if let Some(conn) = self.net.conns.get_mut(key) {
+                                conn.write_blocked = false;
+                            }
+                            self.net.queue_flush(key);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(key);
+                        }
+                    }
+                }
+            }
+            self.run_timers();
+            self.net.flush_all();
+            self.reap();
+            if let Some(deadline) = self.shutdown_deadline
+                && (self.net.conns.is_empty() || self.net.now >= deadline)
+            {
+                log::info!(
+                    "shutdown complete ({} connections left)",
+                    self.net.conns.len()
+                );
+                return Ok(Stopped::Gracefully);
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.net.again.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut next = self.next_heartbeat;
+        if let Some(t) = self.net.timers.next() {
+            next = next.min(t);
+        }
+        if let Some(t) = self.shutdown_deadline {
+            next = next.min(t);
+        }
+        // mio rounds the timeout up to whole milliseconds.
+        Some(next.saturating_duration_since(Instant::now()))
+    }
+
+    fn gauges(&self) -> Gauges {
+        Gauges {
+            http_connections: self.net.conns.len() - self.net.ws_count,
+            ws_connections: self.net.ws_count,
+            subscriptions: self.core.broker.subscription_count(),
+            topics: self.core.broker.topic_count(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+        }
+    }
+}

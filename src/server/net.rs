@@ -1,0 +1,221 @@
+//! The loop's side of every connection: the slab, the lists of connections to
+//! flush, read again and reap, the deadline heap, and the byte counters. It
+//! carries out what the core decides ([`Effects`]).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::Registry;
+use slab::Slab;
+
+use super::conn::{Changed, Conn, Next, State};
+use super::timers::Timers;
+use crate::clock::{Clock, STAMP_LEN};
+use crate::config::Config;
+use crate::core::{ConnId, Effects};
+use crate::metrics::IoCounters;
+use crate::outbound::{self, Flush, Kind, Outbound};
+use crate::refusal::Refusal;
+
+/// How long a closing connection may take to read our last bytes and hang up.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+pub struct Net {
+    pub conns: Slab<Conn>,
+    pub registry: Registry,
+    pub config: Config,
+    pub timers: Timers,
+    /// The time of this loop turn.
+    pub now: Instant,
+    pub clock: Clock,
+    pub io: IoCounters,
+    /// Connections that are, or were until they started closing, WebSockets.
+    pub ws_count: usize,
+    /// Connections with output to flush at the end of this turn.
+    pub to_flush: Vec<usize>,
+    /// Connections to flush or read again next turn (write cap reached, reads resumed).
+    pub again: Vec<usize>,
+    pub to_reap: Vec<usize>,
+    generation: u32,
+}
+
+impl Net {
+    pub fn new(registry: Registry, config: Config, now: Instant) -> Net {
+        Net {
+            conns: Slab::new(),
+            registry,
+            config,
+            timers: Timers::default(),
+            now,
+            clock: Clock::default(),
+            io: IoCounters::default(),
+            ws_count: 0,
+            to_flush: Vec::new(),
+            again: Vec::new(),
+            to_reap: Vec::new(),
+            generation: 0,
+        }
+    }
+
+    /// The id for the connection about to take slab slot `key`.
+    pub fn next_id(&mut self, key: usize) -> ConnId {
+        self.generation = self.generation.wrapping_add(1);
+        ConnId::new(key, self.generation)
+    }
+
+    /// A connection that is still there (generations guard recycled slots).
+    pub fn live(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(id.key())
+            .filter(|c| c.id == id && !c.is_dead())
+    }
+
+    /// The one place a connection changes state; keeps the counts, the reap
+    /// list and the deadline heap in step.
+    pub fn transition(&mut self, key: usize, next: Next) -> Changed {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Changed::Nothing;
+        };
+        let changed = conn.transition(next);
+        match changed {
+            Changed::Nothing => {}
+            Changed::Upgraded => self.ws_count += 1,
+            Changed::Closing => {}
+            Changed::Died { websocket } => {
+                self.ws_count -= usize::from(websocket);
+                self.to_reap.push(key);
+                return changed;
+            }
+        }
+        self.schedule(key);
+        changed
+    }
+
+    pub fn kill(&mut self, key: usize) {
+        self.transition(key, Next::Kill);
+    }
+
+    pub fn queue_flush(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.flush_queued
+            && !conn.is_dead()
+        {
+            conn.flush_queued = true;
+            self.to_flush.push(key);
+        }
+    }
+
+    /// Makes sure a timer entry exists no later than the connection's deadline.
+    pub fn schedule(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let deadline = conn.deadline(&self.config);
+        if conn.timer_at.is_none_or(|t| deadline < t) {
+            conn.timer_at = Some(deadline);
+            self.timers.push(deadline, conn.id);
+        }
+    }
+
+    /// How long a connection closed for `why` may take to read its last bytes.
+    fn linger(&self, why: &Refusal) -> Duration {
+        match why {
+            Refusal::SlowConsumer => self.config.slow_consumer_grace,
+            Refusal::IdleTimeout => Duration::from_millis(500),
+            Refusal::ServerShutdown => self.config.shutdown_timeout,
+            _ => CLOSE_LINGER,
+        }
+    }
+
+    /// Answers an HTTP request and closes the connection after the answer.
+    pub fn close_http(&mut self, key: usize, response: Bytes) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.push(response, Kind::Control);
+        }
+        self.transition(key, Next::Close(self.now + CLOSE_LINGER));
+        self.queue_flush(key);
+    }
+
+    /// Stops reading a connection and hangs up once what is queued is sent.
+    pub fn close_after_queue(&mut self, key: usize) {
+        self.transition(key, Next::Close(self.now + CLOSE_LINGER));
+    }
+
+    /// A copy of the clock's stamp, so it can be used while the loop is borrowed.
+    pub fn stamp(&mut self) -> Stamp {
+        let mut s = Stamp([0; STAMP_LEN]);
+        s.0.copy_from_slice(self.clock.now().as_bytes());
+        s
+    }
+
+    /// Writes what `key` has queued, up to `cap` bytes; counts what went out.
+    pub fn write_out(&mut self, key: usize, cap: usize) -> Flush {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Flush::Closed;
+        };
+        let before = conn.outbound.len();
+        let result = conn.outbound.flush_to(&mut conn.socket, cap);
+        self.io.bytes_out += before.saturating_sub(conn.outbound.len()) as u64;
+        if result == Flush::Pending {
+            conn.write_blocked = true;
+        }
+        result
+    }
+}
+
+impl Effects for Net {
+    fn send(&mut self, to: ConnId, frame: Bytes) {
+        if let Some(conn) = self.live(to) {
+            conn.push(frame, Kind::Control);
+            self.queue_flush(to.key());
+        }
+    }
+
+    fn outbox(&mut self, to: ConnId) -> Option<&mut Outbound> {
+        let conn = self
+            .conns
+            .get_mut(to.key())
+            .filter(|c| c.id == to && matches!(c.state, State::WebSocket(_)))?;
+        if !conn.flush_queued {
+            conn.flush_queued = true;
+            self.to_flush.push(to.key());
+        }
+        Some(&mut conn.outbound)
+    }
+
+    fn drain(&mut self, to: ConnId) {
+        // A failed write is seen again by the turn's flush.
+        if self.live(to).is_some_and(|c| !c.write_blocked) {
+            self.write_out(to.key(), usize::MAX);
+        }
+    }
+
+    fn close(&mut self, conn: ConnId, why: Refusal) {
+        let Some(c) = self.live(conn) else {
+            return;
+        };
+        if c.is_closing() {
+            return;
+        }
+        if let Some(code) = why.close_code()
+            && matches!(c.state, State::WebSocket(_))
+        {
+            c.push(
+                outbound::close_frame(code, why.close_reason()),
+                Kind::Control,
+            );
+        }
+        let deadline = self.now + self.linger(&why);
+        self.transition(conn.key(), Next::Close(deadline));
+        self.queue_flush(conn.key());
+    }
+}
+
+/// A copy of a clock stamp.
+pub struct Stamp([u8; STAMP_LEN]);
+
+impl Stamp {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("1970-01-01T00:00:00.000Z")
+    }
+}

@@ -1,0 +1,385 @@
+//! Reading: HTTP requests, the WebSocket upgrade, WebSocket frames, and the
+//! input of closing connections. Every read goes through one `Io` outcome;
+//! what a request means is the core's to decide.
+
+use bytes::Bytes;
+use tungstenite::protocol::{Message, Role, WebSocketContext};
+
+use super::Server;
+use super::conn::{Next, State, WsIo};
+use super::net::CLOSE_LINGER;
+use crate::core::rest::View;
+use crate::core::{ConnId, Effects};
+use crate::http::{self, Parsed, Request};
+use crate::io::{self, Io};
+use crate::outbound::Kind;
+use crate::refusal::Refusal;
+
+/// Bytes read from one socket per loop turn, so a fast sender cannot hold the
+/// loop (and every other connection's output) in its read.
+const READ_CAP: usize = 256 << 10;
+
+/// What to do after an HTTP request was answered.
+enum After {
+    /// Read the next request on this connection.
+    Continue,
+    /// Stop: the connection is closing or became a WebSocket.
+    Stop,
+}
+
+impl Server {
+    pub(super) fn read(&mut self, key: usize) {
+        let Some(conn) = self.net.conns.get(key) else {
+            return;
+        };
+        match conn.state {
+            State::Http(_) => self.read_http(key),
+            State::WebSocket(_) => self.read_ws(key),
+            State::Closing(_) => self.read_closing(key),
+            State::Dead => {}
+        }
+    }
+
+    /// A closing connection's input is discarded; its EOF ends it.
+    fn read_closing(&mut self, key: usize) {
+        let mut budget = READ_CAP;
+        loop {
+            if budget == 0 {
+                self.net.again.push(key);
+                return;
+            }
+            let conn = &mut self.net.conns[key];
+            match io::read(&mut conn.socket, &mut self.scratch) {
+                Io::Progress(n) => {
+                    self.net.io.bytes_in += n as u64;
+                    budget = budget.saturating_sub(n);
+                }
+                Io::WouldBlock => return,
+                Io::Closed => {
+                    // The peer hung up: with nothing left to send, we are done.
+                    let lingering = matches!(&conn.state, State::Closing(c) if c.lingering);
+                    if lingering || conn.outbound.is_empty() {
+                        self.net.kill(key);
+                    }
+                    return;
+                }
+                Io::Failed(_) => {
+                    self.net.kill(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_http(&mut self, key: usize) {
+        let max_buffered = http::MAX_HEAD + self.net.config.max_body_size + 1;
+        let mut budget = READ_CAP;
+        loop {
+            if budget == 0 {
+                self.net.again.push(key);
+                return;
+            }
+            let now = self.net.now;
+            let limit = self.net.config.outbound_limit;
+            let Some(conn) = self.net.conns.get_mut(key) else {
+                return;
+            };
+            if conn.outbound.len() > limit {
+                conn.read_paused = true;
+                return;
+            }
+            let State::Http(http) = &mut conn.state else {
+                return;
+            };
+            if http.buf.len() >= max_buffered {
+                return;
+            }
+            let room = (max_buffered - http.buf.len()).min(self.scratch.len());
+            match io::read(&mut conn.socket, &mut self.scratch[..room]) {
+                Io::Progress(n) => {
+                    self.net.io.bytes_in += n as u64;
+                    budget = budget.saturating_sub(n);
+                    conn.last_seen = now;
+                    http.buf.extend_from_slice(&self.scratch[..n]);
+                    if http.started.is_none() {
+                        http.started = Some(now);
+                        self.net.schedule(key);
+                    }
+                    self.handle_http(key);
+                }
+                Io::WouldBlock => return,
+                Io::Closed => {
+                    // Half-closed by the client: answer what is complete, then close.
+                    self.handle_http(key);
+                    if let Some(conn) = self.net.conns.get(key) {
+                        if conn.outbound.is_empty() {
+                            self.net.kill(key);
+                        } else {
+                            self.net.close_after_queue(key);
+                        }
+                    }
+                    return;
+                }
+                Io::Failed(_) => {
+                    self.net.kill(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles every complete request in the connection's buffer, in order.
+    fn handle_http(&mut self, key: usize) {
+        loop {
+            let now = self.net.now;
+            let max_body = self.net.config.max_body_size;
+            let Some(conn) = self.net.conns.get_mut(key) else {
+                return;
+            };
+            let State::Http(http) = &mut conn.state else {
+                return;
+            };
+            match http::parse(&http.buf, max_body) {
+                Parsed::Partial => {
+                    if http.buf.is_empty() {
+                        http.started = None;
+                    }
+                    return;
+                }
+                Parsed::Reject(why) => {
+                    self.core.counters.reject(&why);
+                    self.net.close_http(key, http::refusal(&why, true));
+                    return;
+                }
+                Parsed::Request(req, used) => {
+                    http.buf.drain(..used);
+                    http.started = (!http.buf.is_empty()).then_some(now);
+                    self.net.io.http_requests += 1;
+                    self.net.queue_flush(key);
+                    if let After::Stop = self.handle_request(key, &req) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers one request: a REST call goes to the core, `/ws` upgrades.
+    fn handle_request(&mut self, key: usize, req: &Request) -> After {
+        let close = !req.keep_alive || self.shutdown_deadline.is_some();
+        if let Err(why) = self.core.authorize(req) {
+            self.core.counters.reject(&why);
+            return self.answer(key, http::refusal(&why, close), close);
+        }
+        if req.path == "/ws" {
+            return self.handshake(key, req, close);
+        }
+        let view = View {
+            io: self.net.io,
+            gauges: self.gauges(),
+        };
+        let ts = self.net.stamp();
+        let reply = self.core.rest(req, &view, ts.as_str(), &mut self.net);
+        let headers: Vec<(&str, &str)> = reply.allow.map(|a| ("Allow", a)).into_iter().collect();
+        let response = http::response(
+            reply.status,
+            reply.content_type,
+            &headers,
+            &reply.body,
+            close,
+        );
+        self.answer(key, response, close)
+    }
+
+    fn answer(&mut self, key: usize, response: Bytes, close: bool) -> After {
+        if close {
+            self.net.close_http(key, response);
+            return After::Stop;
+        }
+        if let Some(conn) = self.net.conns.get_mut(key) {
+            conn.push(response, Kind::Control);
+        }
+        After::Continue
+    }
+
+    fn handshake(&mut self, key: usize, req: &Request, close: bool) -> After {
+        if req.method != "GET" {
+            let allow = [("Allow", "GET")];
+            let response = http::json_error(405, &allow, "method not allowed: use GET", close);
+            return self.answer(key, response, close);
+        }
+        let refused = http::handshake_problem(req).or_else(|| {
+            self.shutdown_deadline
+                .is_some()
+                .then_some(Refusal::ShuttingDown)
+        });
+        if let Some(why) = refused {
+            self.core.counters.reject(&why);
+            self.net.close_http(key, http::refusal(&why, true));
+            return After::Stop;
+        }
+        let ws_key = req.ws_key.as_deref().unwrap_or_default();
+        self.upgrade(key, http::switching_protocols(ws_key));
+        After::Stop
+    }
+
+    fn upgrade(&mut self, key: usize, switching: Bytes) {
+        let ws_config = self.ws_config;
+        let now = self.net.now;
+        let Some(conn) = self.net.conns.get_mut(key) else {
+            return;
+        };
+        let State::Http(http) = &mut conn.state else {
+            return;
+        };
+        let buf = std::mem::take(&mut http.buf);
+        conn.push(switching, Kind::Control);
+        conn.last_seen = now;
+        let ctx = if buf.is_empty() {
+            WebSocketContext::new(Role::Server, Some(ws_config))
+        } else {
+            WebSocketContext::from_partially_read(buf, Role::Server, Some(ws_config))
+        };
+        self.net.transition(key, Next::Upgrade(Box::new(ctx)));
+        self.net.queue_flush(key);
+        // Frames may have arrived with the handshake.
+        self.read_ws(key);
+    }
+
+    fn read_ws(&mut self, key: usize) {
+        // Bytes read into the shared scratch buffer and not yet taken by tungstenite.
+        // Every exit below either consumed them all or closed the connection.
+        let (mut pos, mut end) = (0, 0);
+        let mut budget = READ_CAP;
+        loop {
+            let limit = self.net.config.outbound_limit;
+            let Some(conn) = self.net.conns.get_mut(key) else {
+                return;
+            };
+            let State::WebSocket(ctx) = &mut conn.state else {
+                return;
+            };
+            let mut wsio = WsIo {
+                socket: &mut conn.socket,
+                outbound: &mut conn.outbound,
+                scratch: &mut self.scratch,
+                pos,
+                end,
+                received: 0,
+                outbound_limit: limit,
+                paused: false,
+                budget,
+                capped: false,
+            };
+            let mut failure = None;
+            while self.batch.len() < READ_BATCH {
+                match ctx.read(&mut wsio) {
+                    Ok(msg) => self.batch.push(msg),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            // Pong and close replies tungstenite queued go out in order.
+            let _ = ctx.flush(&mut wsio);
+            (pos, end, budget) = (wsio.pos, wsio.end, wsio.budget);
+            conn.read_paused = wsio.paused;
+            let capped = wsio.capped;
+            if wsio.received > 0 {
+                self.net.io.bytes_in += wsio.received;
+                conn.last_seen = self.net.now;
+            }
+            let id = conn.id;
+            let mut batch = std::mem::take(&mut self.batch);
+            for msg in batch.drain(..) {
+                self.on_message(id, msg);
+            }
+            self.batch = batch;
+            self.net.queue_flush(key);
+            match failure.map(|e| (ws_io(&e), e)) {
+                None => continue,
+                Some((Some(Io::WouldBlock), _)) => {
+                    if capped {
+                        self.net.again.push(key);
+                    }
+                    return;
+                }
+                Some((_, e)) => {
+                    self.on_ws_error(id, e);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_ws_error(&mut self, id: ConnId, err: tungstenite::Error) {
+        use tungstenite::Error as E;
+        use tungstenite::error::ProtocolError as P;
+        let why = match err {
+            E::Capacity(_) => Refusal::MessageTooBig,
+            E::Utf8(_) => Refusal::InvalidUtf8,
+            E::Protocol(P::ResetWithoutClosingHandshake) => {
+                self.net.kill(id.key());
+                return;
+            }
+            E::Protocol(_) => Refusal::ProtocolViolation,
+            // The close handshake finished: the closing path flushes the reply.
+            E::ConnectionClosed | E::AlreadyClosed
+                if self.net.live(id).is_some_and(|c| c.is_closing()) =>
+            {
+                return;
+            }
+            // Closed, reset, or any other I/O failure: the peer is gone.
+            _ => {
+                self.net.kill(id.key());
+                return;
+            }
+        };
+        self.core.counters.reject(&why);
+        self.close_ws(id, why);
+    }
+
+    fn on_message(&mut self, id: ConnId, msg: Message) {
+        if !self
+            .net
+            .live(id)
+            .is_some_and(|c| matches!(c.state, State::WebSocket(_)))
+        {
+            return;
+        }
+        let ts = self.net.stamp();
+        match msg {
+            Message::Text(text) => self
+                .core
+                .on_text(id, text.as_str(), ts.as_str(), &mut self.net),
+            Message::Binary(_) => self.core.on_binary(id, ts.as_str(), &mut self.net),
+            Message::Close(_) => {
+                // tungstenite queued the close reply; send it and hang up.
+                self.net
+                    .transition(id.key(), Next::Close(self.net.now + CLOSE_LINGER));
+                self.core.remove_conn(id);
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+    }
+
+    /// Closes a WebSocket for `why` (close frame, then hang up) and forgets its subscriptions.
+    pub(super) fn close_ws(&mut self, id: ConnId, why: Refusal) {
+        self.net.close(id, why);
+        self.core.remove_conn(id);
+    }
+}
+
+/// The `Io` outcome of a tungstenite error that is an I/O error.
+fn ws_io(err: &tungstenite::Error) -> Option<Io> {
+    match err {
+        tungstenite::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            Some(Io::WouldBlock)
+        }
+        _ => None,
+    }
+}
+
+/// Client messages read from one WebSocket before they are dispatched.
+const READ_BATCH: usize = super::READ_BATCH;
