@@ -25,6 +25,14 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// The count under a label of `pubsubd_rejected_total`.
+    pub fn rejected_count(&self, label: &str) -> u64 {
+        LABELS
+            .iter()
+            .position(|l| *l == label)
+            .map_or(0, |i| self.rejected[i])
+    }
+
     /// Counts a refusal under its label (refusals without one are counted elsewhere).
     pub fn reject(&mut self, why: &Refusal) {
         if let Some(i) = why.counter() {
