@@ -27,6 +27,7 @@ mod rest;
 mod server;
 pub mod sys;
 mod timers;
+pub mod wire;
 
 pub use config::{Config, ConfigError, OverflowPolicy};
 pub use server::{ServerHandle, Stopped, run, start};

@@ -59,15 +59,7 @@ fn misbehaving_server() -> SocketAddr {
 }
 
 fn send_frame(to: &Mutex<TcpStream>, text: &str) {
-    let mut frame = vec![0x81];
-    match text.len() {
-        n if n < 126 => frame.push(n as u8),
-        n => {
-            frame.push(126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(text.as_bytes());
+    let frame = pubsubd::wire::frame::text_frame(text.as_bytes());
     let _ = to.lock().expect("lock").write_all(&frame);
 }
 

@@ -221,7 +221,7 @@ fn run(o: &Options) -> Result<Report, String> {
         .into_iter()
         .next()
         .ok_or_else(|| format!("no address for {}", o.url))?;
-    let fd_limit = sys::raise_fd_limit();
+    let fd_limit = crate::sys::raise_fd_limit();
     let subscribers = match o.scenario {
         Scenario::Fanout => o.subscribers.unwrap_or(1),
         Scenario::Slow => o.subscribers.unwrap_or(10),

@@ -2,10 +2,12 @@
 //! HTTP/1.1 client, and a WebSocket client with short timeouts.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use pubsubd::io::Io;
+use pubsubd::wire::response::{self, Context};
 use pubsubd::{Config, ServerHandle};
 use serde_json::{Value, json};
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -50,11 +52,22 @@ pub fn uuid() -> String {
 
 // ---- HTTP ----
 
+/// A response as the tests look at it.
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+impl From<response::Response> for Response {
+    fn from(r: response::Response) -> Response {
+        Response {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        }
+    }
 }
 
 impl Response {
@@ -112,21 +125,23 @@ impl Http {
         self.read_response()
     }
 
-    /// Reads one response (Content-Length framed).
+    /// Reads one response, by the reader the CLI and the bench use.
     pub fn read_response(&mut self) -> Response {
+        let mut context = Context::default();
         loop {
-            if let Some((resp, used)) = parse_response(&self.buf) {
+            let parsed = response::parse(&self.buf, context)
+                .unwrap_or_else(|e| panic!("{e}; got {:?}", String::from_utf8_lossy(&self.buf)));
+            if let Some((resp, used)) = parsed {
                 self.buf.drain(..used);
-                return resp;
+                return resp.into();
             }
             let mut chunk = [0u8; 16384];
-            let n = self.stream.read(&mut chunk).expect("read response");
-            assert!(
-                n > 0,
-                "connection closed before a full response; got {:?}",
-                String::from_utf8_lossy(&self.buf)
-            );
-            self.buf.extend_from_slice(&chunk[..n]);
+            match pubsubd::io::read(&mut self.stream, &mut chunk) {
+                Io::Progress(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Io::Closed => context.ended = true,
+                Io::WouldBlock => panic!("no response within {TIMEOUT:?}"),
+                Io::Failed(e) => panic!("read response: {e}"),
+            }
         }
     }
 
@@ -134,49 +149,13 @@ impl Http {
     pub fn closed_by_server(&mut self) -> bool {
         let mut chunk = [0u8; 1024];
         loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-                Err(_) => return false,
+            match pubsubd::io::read(&mut self.stream, &mut chunk) {
+                Io::Closed => return true,
+                Io::Progress(_) => continue,
+                Io::WouldBlock | Io::Failed(_) => return false,
             }
         }
     }
-}
-
-fn parse_response(buf: &[u8]) -> Option<(Response, usize)> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head = match resp.parse(buf).expect("valid HTTP response") {
-        httparse::Status::Complete(n) => n,
-        httparse::Status::Partial => return None,
-    };
-    let headers: Vec<(String, String)> = resp
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .map(|(_, v)| v.parse().expect("numeric Content-Length"))
-        .unwrap_or(0);
-    if buf.len() < head + len {
-        return None;
-    }
-    Some((
-        Response {
-            status: resp.code.expect("status"),
-            headers,
-            body: buf[head..head + len].to_vec(),
-        },
-        head + len,
-    ))
 }
 
 /// One request on a fresh connection.
