@@ -25,6 +25,10 @@ fn serve(args: Vec<String>) -> ExitCode {
             print!("{}", pubsubd::config::HELP);
             return ExitCode::SUCCESS;
         }
+        Err(ConfigError::Version) => {
+            println!("{}", version());
+            return ExitCode::SUCCESS;
+        }
         Err(err) => {
             eprintln!("pubsubd: {err}");
             return ExitCode::from(2);
@@ -45,5 +49,14 @@ fn serve(args: Vec<String>) -> ExitCode {
             eprintln!("pubsubd: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `pubsubd 0.1.0`, and the commit when built from a git checkout.
+fn version() -> String {
+    let version = concat!("pubsubd ", env!("CARGO_PKG_VERSION"));
+    match option_env!("PUBSUBD_COMMIT") {
+        Some(commit) => format!("{version} ({commit})"),
+        None => version.to_string(),
     }
 }
