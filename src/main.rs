@@ -42,13 +42,31 @@ fn serve(args: Vec<String>) -> ExitCode {
         simplelog::TerminalMode::Stderr,
         simplelog::ColorChoice::Never,
     );
+    let listen = std::net::SocketAddr::new(config.host, config.port);
     match pubsubd::run(config) {
         Ok(pubsubd::Stopped::Gracefully) => ExitCode::SUCCESS,
         Ok(pubsubd::Stopped::Forced) => ExitCode::from(130),
-        Err(err) => {
-            eprintln!("pubsubd: {err}");
-            ExitCode::FAILURE
-        }
+        Err(err) => match bind_failure(&err) {
+            // Only binding the listener fails this way: a start-up error like a bad setting.
+            Some(why) => {
+                eprintln!("pubsubd: cannot listen on {listen}: {why}");
+                ExitCode::from(2)
+            }
+            None => {
+                eprintln!("pubsubd: {err}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// What a failure to bind the listening socket means, in words.
+fn bind_failure(err: &std::io::Error) -> Option<&'static str> {
+    match err.kind() {
+        std::io::ErrorKind::AddrInUse => Some("address already in use"),
+        std::io::ErrorKind::AddrNotAvailable => Some("no such local address"),
+        std::io::ErrorKind::PermissionDenied => Some("permission denied (a port below 1024?)"),
+        _ => None,
     }
 }
 
