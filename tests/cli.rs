@@ -24,11 +24,6 @@ fn url(addr: SocketAddr) -> String {
     format!("http://{addr}")
 }
 
-/// The client binary with a clean environment: only what the test passes.
-fn cli(args: &[&str]) -> Command {
-    binary(args)
-}
-
 fn subscribers(addr: SocketAddr, topic: &str) -> u64 {
     let topics = http(addr, "GET", "/topics", None).json();
     topics["topics"]
@@ -89,7 +84,13 @@ impl Drop for Sub {
 }
 
 fn create(addr: SocketAddr, topic: &str) {
-    let out = run(&mut cli(&["topics", "create", topic, "--url", &url(addr)]));
+    let out = run(&mut binary(&[
+        "topics",
+        "create",
+        topic,
+        "--url",
+        &url(addr),
+    ]));
     assert_eq!(out.code(), Some(0), "create {topic}: {}", out.stderr);
 }
 
@@ -100,7 +101,7 @@ fn subscribe(addr: SocketAddr, topic: &str, extra: &[&str]) -> Sub {
     let u = url(addr);
     args.push(&u);
     args.extend_from_slice(extra);
-    let sub = Sub::spawn(cli(&args));
+    let sub = Sub::spawn(binary(&args));
     wait_until("the subscription", || subscribers(addr, topic) > before);
     sub
 }
@@ -110,14 +111,14 @@ fn topics_create_list_delete() {
     let server = start(&[]);
     let u = url(server.addr);
 
-    let out = run(&mut cli(&["topics", "create", "orders", "--url", &u]));
+    let out = run(&mut binary(&["topics", "create", "orders", "--url", &u]));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert_eq!(out.stdout.trim(), "created topic 'orders'");
     // Flags before the arguments; a name that needs percent-encoding.
-    let out = run(&mut cli(&["topics", "--url", &u, "create", "a:b.c_d-e"]));
+    let out = run(&mut binary(&["topics", "--url", &u, "create", "a:b.c_d-e"]));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
 
-    let out = run(&mut cli(&["topics", "create", "orders", "--url", &u]));
+    let out = run(&mut binary(&["topics", "create", "orders", "--url", &u]));
     assert_eq!(out.code(), Some(1));
     assert!(
         out.stderr.contains("409") && out.stderr.contains("topic already exists"),
@@ -125,17 +126,17 @@ fn topics_create_list_delete() {
         out.stderr
     );
 
-    let out = run(&mut cli(&["topics", "--url", &u]));
+    let out = run(&mut binary(&["topics", "--url", &u]));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert_eq!(out.stdout, "a:b.c_d-e\t0\norders\t0\n");
-    let out = run(&mut cli(&["topics", "--json", "--url", &u]));
+    let out = run(&mut binary(&["topics", "--json", "--url", &u]));
     let json: Value = serde_json::from_str(&out.stdout).expect("--json prints JSON");
     assert_eq!(json["topics"].as_array().map(Vec::len), Some(2));
 
-    let out = run(&mut cli(&["topics", "delete", "--url", &u, "a:b.c_d-e"]));
+    let out = run(&mut binary(&["topics", "delete", "--url", &u, "a:b.c_d-e"]));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert_eq!(out.stdout.trim(), "deleted topic 'a:b.c_d-e'");
-    let out = run(&mut cli(&["topics", "delete", "a:b.c_d-e", "--url", &u]));
+    let out = run(&mut binary(&["topics", "delete", "a:b.c_d-e", "--url", &u]));
     assert_eq!(out.code(), Some(1));
     assert!(
         out.stderr.contains("404") && out.stderr.contains("topic not found"),
@@ -143,10 +144,10 @@ fn topics_create_list_delete() {
         out.stderr
     );
 
-    let out = run(&mut cli(&["topics", "create", "bad name", "--url", &u]));
+    let out = run(&mut binary(&["topics", "create", "bad name", "--url", &u]));
     assert_eq!(out.code(), Some(1));
     assert!(out.stderr.contains("400"), "{}", out.stderr);
-    let out = run(&mut cli(&["topics", "--url", &u]));
+    let out = run(&mut binary(&["topics", "--url", &u]));
     assert_eq!(out.stdout, "orders\t0\n");
 }
 
@@ -154,7 +155,7 @@ fn topics_create_list_delete() {
 fn publish_to_a_missing_topic_fails_with_the_servers_reason() {
     let server = start(&[]);
     let u = url(server.addr);
-    let out = run(&mut cli(&["pub", "nope", r#"{"a":1}"#, "--url", &u]));
+    let out = run(&mut binary(&["pub", "nope", r#"{"a":1}"#, "--url", &u]));
     assert_eq!(out.code(), Some(1));
     assert!(
         out.stderr
@@ -162,7 +163,7 @@ fn publish_to_a_missing_topic_fails_with_the_servers_reason() {
         "{}",
         out.stderr
     );
-    let out = run(&mut cli(&["sub", "nope", "--url", &u]));
+    let out = run(&mut binary(&["sub", "nope", "--url", &u]));
     assert_eq!(out.code(), Some(1));
     assert!(
         out.stderr
@@ -177,7 +178,7 @@ fn invalid_input_and_usage_errors_exit_2() {
     let server = start(&[]);
     let u = url(server.addr);
     create(server.addr, "t");
-    let out = run(&mut cli(&["pub", "t", "hello", "--url", &u]));
+    let out = run(&mut binary(&["pub", "t", "hello", "--url", &u]));
     assert_eq!(out.code(), Some(2));
     assert!(
         out.stderr.contains("invalid JSON payload"),
@@ -191,11 +192,11 @@ fn invalid_input_and_usage_errors_exit_2() {
         &["topics", "rename", "t"],
         &["stats", "--url", "https://example.com"],
     ] {
-        let out = run(&mut cli(args));
+        let out = run(&mut binary(args));
         assert_eq!(out.code(), Some(2), "{args:?}: {}", out.stderr);
         assert!(out.stderr.starts_with("pubsubd: "), "{}", out.stderr);
     }
-    let out = run(&mut cli(&["pub", "--help"]));
+    let out = run(&mut binary(&["pub", "--help"]));
     assert_eq!(out.code(), Some(0));
     assert!(out.stdout.contains("pubsubd pub TOPIC [JSON]"));
     assert!(out.stdout.contains("--api-key"));
@@ -210,7 +211,7 @@ fn sub_prints_what_pub_publishes() {
     create(addr, "other");
     let sub = subscribe(addr, "orders", &[]);
 
-    let out = run(&mut cli(&[
+    let out = run(&mut binary(&[
         "pub",
         "orders",
         r#"{"order_id":"ORD-1","amount":99.50}"#,
@@ -228,12 +229,12 @@ fn sub_prints_what_pub_publishes() {
     assert!(event["ts"].as_str().is_some_and(|ts| ts.ends_with('Z')));
 
     // Isolation: nothing from another topic reaches this subscriber.
-    let out = run(&mut cli(&["pub", "other", "0", "--url", &u]));
+    let out = run(&mut binary(&["pub", "other", "0", "--url", &u]));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
 
     // One message per stdin line, empty lines skipped, in order.
     let out = run_with_stdin(
-        &mut cli(&["pub", "orders", "--url", &u]),
+        &mut binary(&["pub", "orders", "--url", &u]),
         "1\n\n\"two\"\n{\"x\":[3]}\n",
     );
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
@@ -245,7 +246,7 @@ fn sub_prints_what_pub_publishes() {
 
     // Many lines: the pipelined publisher keeps order and loses nothing.
     let input: String = (0..500).map(|i| format!("{{\"i\":{i}}}\n")).collect();
-    let out = run_with_stdin(&mut cli(&["pub", "orders", "--url", &u]), &input);
+    let out = run_with_stdin(&mut binary(&["pub", "orders", "--url", &u]), &input);
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     for i in 0..500 {
         assert_eq!(sub.next_event()["message"]["payload"]["i"], i);
@@ -253,14 +254,14 @@ fn sub_prints_what_pub_publishes() {
 
     // A bad line stops the publisher after the good ones before it.
     let out = run_with_stdin(
-        &mut cli(&["pub", "orders", "--url", &u]),
+        &mut binary(&["pub", "orders", "--url", &u]),
         "7\nnot json\n8\n",
     );
     assert_eq!(out.code(), Some(2));
     assert!(out.stderr.contains("stdin line 2"), "{}", out.stderr);
     assert_eq!(sub.next_event()["message"]["payload"], 7);
 
-    let stats = run(&mut cli(&["stats", "--url", &u]));
+    let stats = run(&mut binary(&["stats", "--url", &u]));
     assert_eq!(stats.code(), Some(0), "{}", stats.stderr);
     assert!(
         stats.stdout.contains("\n  "),
@@ -280,13 +281,13 @@ fn sub_replays_last_n_then_ends_when_the_topic_is_deleted() {
     let addr = server.addr;
     let u = url(addr);
     create(addr, "t");
-    let out = run_with_stdin(&mut cli(&["pub", "t", "--url", &u]), "1\n2\n3\n");
+    let out = run_with_stdin(&mut binary(&["pub", "t", "--url", &u]), "1\n2\n3\n");
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     let sub = subscribe(addr, "t", &["--last-n", "2", "--client-id", "replayer"]);
     assert_eq!(sub.next_event()["message"]["payload"], 2);
     assert_eq!(sub.next_event()["message"]["payload"], 3);
 
-    let out = run(&mut cli(&["topics", "delete", "t", "--url", &u]));
+    let out = run(&mut binary(&["topics", "delete", "t", "--url", &u]));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     let out = sub.finish();
     assert_eq!(out.code(), Some(1));
@@ -313,14 +314,14 @@ fn sub_exits_0_when_the_server_shuts_down() {
 fn healthcheck_exit_codes() {
     let server = start(&[]);
     let addr = server.addr;
-    let out = run(&mut cli(&["healthcheck", "--url", &url(addr)]));
+    let out = run(&mut binary(&["healthcheck", "--url", &url(addr)]));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     let health: Value = serde_json::from_str(&out.stdout).expect("health JSON");
     assert!(health["uptime_sec"].is_u64());
 
     // As in the container: no URL, the server's own PUBSUBD_HOST/PUBSUBD_PORT.
     let port = addr.port().to_string();
-    let out = run(cli(&["healthcheck"])
+    let out = run(binary(&["healthcheck"])
         .env("PUBSUBD_HOST", "0.0.0.0")
         .env("PUBSUBD_PORT", &port));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
@@ -328,17 +329,17 @@ fn healthcheck_exit_codes() {
     // Bound and not listening for the whole test: nothing else can take it.
     let refusing = refusing_port();
     let dead = refusing.addr;
-    let out = run(&mut cli(&["healthcheck", "--url", &url(dead)]));
+    let out = run(&mut binary(&["healthcheck", "--url", &url(dead)]));
     assert_eq!(out.code(), Some(1));
     assert!(out.stderr.contains("cannot reach"), "{}", out.stderr);
-    let out = run(cli(&["healthcheck"]).env("PUBSUBD_PORT", dead.port().to_string()));
+    let out = run(binary(&["healthcheck"]).env("PUBSUBD_PORT", dead.port().to_string()));
     assert_eq!(out.code(), Some(1));
 
     // A server that accepts but never answers: unhealthy within the timeout.
     let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
     let started = Instant::now();
     let silent_url = url(silent.local_addr().expect("addr"));
-    let out = run(&mut cli(&[
+    let out = run(&mut binary(&[
         "healthcheck",
         "--url",
         &silent_url,
@@ -349,7 +350,7 @@ fn healthcheck_exit_codes() {
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // Never 2, which Docker reserves, even for a usage error.
-    let out = run(&mut cli(&["healthcheck", "--bogus"]));
+    let out = run(&mut binary(&["healthcheck", "--bogus"]));
     assert_eq!(out.code(), Some(1));
 }
 
@@ -359,10 +360,10 @@ fn api_key_is_sent_on_rest_and_websocket() {
     let addr = server.addr;
     let u = url(addr);
 
-    let out = run(&mut cli(&["topics", "create", "t", "--url", &u]));
+    let out = run(&mut binary(&["topics", "create", "t", "--url", &u]));
     assert_eq!(out.code(), Some(1));
     assert!(out.stderr.contains("401"), "{}", out.stderr);
-    let out = run(&mut cli(&[
+    let out = run(&mut binary(&[
         "topics",
         "create",
         "t",
@@ -373,13 +374,13 @@ fn api_key_is_sent_on_rest_and_websocket() {
     ]));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     // The server's own variable may list several keys; the client sends the first.
-    let out = run(cli(&["topics"])
+    let out = run(binary(&["topics"])
         .env("PUBSUBD_URL", &u)
         .env("PUBSUBD_API_KEY", "k1,k2"));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert_eq!(out.stdout, "t\t0\n");
 
-    let out = run(&mut cli(&["pub", "t", "1", "--url", &u]));
+    let out = run(&mut binary(&["pub", "t", "1", "--url", &u]));
     assert_eq!(out.code(), Some(1));
     assert!(
         out.stderr.contains("refused the WebSocket") && out.stderr.contains("401"),
@@ -388,7 +389,7 @@ fn api_key_is_sent_on_rest_and_websocket() {
     );
 
     let sub = Sub::spawn({
-        let mut c = cli(&["sub", "t", "--url", &u]);
+        let mut c = binary(&["sub", "t", "--url", &u]);
         c.env("PUBSUBD_API_KEY", "k1");
         c
     });
@@ -397,7 +398,7 @@ fn api_key_is_sent_on_rest_and_websocket() {
         String::from_utf8_lossy(&r.body).contains(r#""subscribers":1"#)
     };
     wait_until("the keyed subscription", || keyed(addr));
-    let out = run(&mut cli(&[
+    let out = run(&mut binary(&[
         "pub",
         "t",
         r#""secret""#,
@@ -409,9 +410,9 @@ fn api_key_is_sent_on_rest_and_websocket() {
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert_eq!(sub.next_event()["message"]["payload"], "secret");
 
-    let out = run(&mut cli(&["healthcheck", "--url", &u]));
+    let out = run(&mut binary(&["healthcheck", "--url", &u]));
     assert_eq!(out.code(), Some(0), "/health needs no key: {}", out.stderr);
-    let out = run(&mut cli(&["stats", "--url", &u, "--api-key", "wrong"]));
+    let out = run(&mut binary(&["stats", "--url", &u, "--api-key", "wrong"]));
     assert_eq!(out.code(), Some(1));
     assert!(out.stderr.contains("unauthorized"), "{}", out.stderr);
 }
@@ -428,7 +429,7 @@ fn idle_sub_and_pub_answer_heartbeats_and_stay_connected() {
     let u = url(addr);
     create(addr, "t");
     let sub = subscribe(addr, "t", &[]);
-    let mut publisher = cli(&["pub", "t", "--url", &u])
+    let mut publisher = binary(&["pub", "t", "--url", &u])
         .stdin(Stdio::piped())
         .spawn()
         .expect("spawn pub");
@@ -640,7 +641,13 @@ fn api_keys_never_reach_the_logs() {
     assert_eq!(ws.recv()["type"], "event");
     let refused = common::Ws::connect_path(addr, &format!("/ws?api_key={WRONG}"), &[]);
     assert!(refused.is_err(), "a wrong key was let in");
-    let out = run(&mut cli(&["stats", "--url", &url(addr), "--api-key", KEY]));
+    let out = run(&mut binary(&[
+        "stats",
+        "--url",
+        &url(addr),
+        "--api-key",
+        KEY,
+    ]));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     drop((ws, publisher));
 

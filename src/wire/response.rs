@@ -20,12 +20,9 @@ pub struct Response {
 }
 
 impl Response {
-    /// The first header called `name` (any case), trimmed.
+    /// The first header called `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim())
+        header(&self.headers, name)
     }
 
     pub fn is_success(&self) -> bool {
@@ -41,6 +38,14 @@ impl Response {
             .unwrap_or_else(|| text.trim().chars().take(200).collect());
         format!("{} {}: {detail}", self.status, self.reason)
     }
+}
+
+/// The first of `headers` called `name` (any case), trimmed.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
 }
 
 /// A response head: the status line and the headers.
@@ -105,18 +110,13 @@ pub fn parse(buf: &[u8], context: Context) -> Result<Option<(Response, usize)>, 
         if (100..200).contains(&head.status) {
             continue; // an interim answer; the real one follows
         }
-        let header = |name: &str| {
-            head.headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.trim().to_ascii_lowercase())
-        };
+        let field = |name: &str| header(&head.headers, name).map(str::to_ascii_lowercase);
         let rest = &buf[at..];
         let body = if context.head_request || head.status == 204 || head.status == 304 {
             Some((Vec::new(), 0))
-        } else if header("transfer-encoding").is_some_and(|te| te.ends_with("chunked")) {
+        } else if field("transfer-encoding").is_some_and(|te| te.ends_with("chunked")) {
             chunked(rest)?
-        } else if let Some(len) = header("content-length") {
+        } else if let Some(len) = field("content-length") {
             let len: usize = len
                 .parse()
                 .map_err(|_| format!("bad Content-Length '{len}'"))?;

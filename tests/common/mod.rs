@@ -76,10 +76,7 @@ impl From<response::Response> for Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        response::header(&self.headers, name)
     }
 
     pub fn json(&self) -> Value {
