@@ -9,55 +9,31 @@
 #        OUT=DIR       keep each scenario's JSON in DIR
 set -euo pipefail
 
+source "$(dirname "$0")/lib.sh"
+lib_init bench.sh
+
 seconds=${1:-5}
 conns=${CONNS:-19000}
-repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
-cargo build --release --quiet
-bin=$repo/target/release/pubsubd
-out=${OUT:-$(mktemp -d)}
+release_bin
+out=${OUT:-$work/json}
 mkdir -p "$out"
-log=$(mktemp)
-server=
 
-cleanup() {
-	if [[ -n $server ]] && kill -0 "$server" 2>/dev/null; then
-		kill "$server" 2>/dev/null || true
-		wait "$server" 2>/dev/null || true
-	fi
-	rm -f "$log"
-	[[ -n ${OUT:-} ]] || rm -rf "$out"
-}
-trap cleanup EXIT
-
-start_server() {
-	# The server raises its own open-file limit as far as the hard limit allows.
-	"$bin" --host 127.0.0.1 --port 0 --log-level info \
-		--max-connections $((conns + 200)) "$@" 2>"$log" &
-	server=$!
-	for _ in $(seq 100); do
-		addr=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$log" | head -1)
-		[[ -n $addr ]] && return 0
-		kill -0 "$server" 2>/dev/null || break
-		sleep 0.1
-	done
-	echo "bench.sh: the server did not start:" >&2
-	cat "$log" >&2
-	exit 1
+# A server with room for the `conns` row; it raises its own open-file limit
+# as far as the hard limit allows.
+start() {
+	start_server "$work/server.log" "$bin" --host 127.0.0.1 --port 0 --log-level info \
+		--max-connections $((conns + 200)) "$@"
 }
 
-stop_server() {
-	kill "$server"
-	wait "$server" || true
-	server=
-}
+stop() { stop_server || true; }
 
 n=0
 row() {
 	local label=$1
 	shift
 	n=$((n + 1))
-	"$bin" bench "$@" --url "http://$addr" --server-pid "$server" \
+	"$bin" bench "$@" --url "$url" --server-pid "$server" \
 		--markdown "$label" >"$out/$n.json" 2>"$out/$n.row" ||
 		{ cat "$out/$n.row" >&2; exit 1; }
 	cat "$out/$n.row"
@@ -71,27 +47,27 @@ echo "| scenario | published/s | delivered/s | lost / dup / order | latency µs 
 echo "|---|---:|---:|---|---|---|---:|---:|---:|---|"
 
 # A fresh server for each row, so one row's memory does not show in the next.
-start_server
+start
 row "1 → 1" fanout --duration "$seconds"
-stop_server
-start_server
+stop
+start
 row "1 → 100" fanout --subscribers 100 --duration "$seconds"
-stop_server
-start_server
+stop
+start
 row "1 → 1 000" fanout --subscribers 1000 --duration "$seconds"
-stop_server
-start_server
+stop
+start
 row "4 → 100 on 10 topics" fanout --publishers 4 --subscribers 100 --topics 10 --duration "$seconds"
-stop_server
-start_server
+stop
+start
 row "1 → 100 at 100 000 delivered/s" fanout --subscribers 100 --rate 1000 --duration "$seconds"
-stop_server
-start_server
+stop
+start
 row "same, bench busy-polling (--spin)" fanout --subscribers 100 --rate 1000 --duration "$seconds" --spin
-stop_server
-start_server
+stop
+start
 row "$conns idle subscribers, 10 publishes" conns --connections "$conns" --messages 10
-stop_server
-start_server --outbound-limit 1048576
+stop
+start --outbound-limit 1048576
 row "1 stalled + 10 normal at 10 000/s, --spin" slow --subscribers 10 --rate 10000 --duration "$((seconds * 2))" --spin
-stop_server
+stop

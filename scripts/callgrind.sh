@@ -10,50 +10,40 @@
 # Env:   FANOUTS="1 10 100"              subscriber counts to measure
 set -euo pipefail
 
+source "$(dirname "$0")/lib.sh"
+lib_init callgrind.sh
+
 n=${1:-5000}
 fanouts=${FANOUTS:-1 10 100}
-repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 if ! command -v valgrind >/dev/null; then
-	echo "callgrind.sh: installing valgrind" >&2
+	log "installing valgrind"
 	{ apt-get update -qq && apt-get install -y -qq valgrind; } >/dev/null
 fi
-cargo build --release --quiet
-bin=$repo/target/release/pubsubd
-work=$(mktemp -d)
-server=
-cleanup() {
-	[[ -z $server ]] || kill "$server" 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
+release_bin
 
-# Instructions the server ran while `count` publishes went to `subs` subscribers.
+# Sets $counted: the instructions the server ran while `count` publishes went
+# to `subs` subscribers. (Not in a $(…) subshell: the EXIT trap must know the
+# server it started.)
 instructions() {
-	local subs=$1 count=$2 out=$work/cg.$1.$2 addr=
-	valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --host 127.0.0.1 \
-		--port 0 --log-level info 2>"$work/log" &
-	server=$!
-	for _ in $(seq 300); do
-		addr=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$work/log" | head -1)
-		[[ -n $addr ]] && break
-		sleep 0.1
-	done
-	[[ -n $addr ]] || { cat "$work/log" >&2; exit 1; }
-	"$bin" bench fanout --url "http://$addr" --subscribers "$subs" --count "$count" \
-		>"$work/bench.json" 2>"$work/bench.txt" || { cat "$work/bench.txt" >&2; exit 1; }
-	grep -q '"lost":0,' "$work/bench.json" || { echo "events lost" >&2; exit 1; }
-	kill -TERM "$server"
-	wait "$server" || true
-	server=
-	sed -n 's/^summary: //p' "$out"
+	local subs=$1 count=$2 out=$work/cg.$1.$2
+	# Valgrind starts slowly: allow it 30 s to listen.
+	STEP_TIMEOUT=30 start_server "$work/log" valgrind --tool=callgrind --callgrind-out-file="$out" \
+		"$bin" --host 127.0.0.1 --port 0 --log-level info
+	"$bin" bench fanout --url "$url" --subscribers "$subs" --count "$count" \
+		>"$work/bench.json" 2>"$work/bench.txt" || fail "the bench failed: $(cat "$work/bench.txt")"
+	grep -q '"lost":0,' "$work/bench.json" || fail "events lost"
+	stop_server || true
+	counted=$(sed -n 's/^summary: //p' "$out")
 }
 
 echo "| subscribers | instructions per publish | per delivered event |"
 echo "|---:|---:|---:|"
 for subs in $fanouts; do
-	one=$(instructions "$subs" "$n")
-	two=$(instructions "$subs" $((2 * n)))
+	instructions "$subs" "$n"
+	one=$counted
+	instructions "$subs" $((2 * n))
+	two=$counted
 	per=$(((two - one) / n))
 	echo "| $subs | $per | $((per / subs)) |"
 done

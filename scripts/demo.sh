@@ -13,28 +13,14 @@
 #        STEP_TIMEOUT=10              seconds allowed for each step
 set -euo pipefail
 
+source "$(dirname "$0")/lib.sh"
+lib_init demo
+
 url=${1:-http://localhost:8080}
 url=${url%/}
 topic=${DEMO_TOPIC:-orders}
-STEP_TIMEOUT=${STEP_TIMEOUT:-10}
-repo=$(cd "$(dirname "$0")/.." && pwd)
 
 say() { printf '\n# %s\n' "$*"; }
-fail() {
-	printf 'demo: FAIL: %s\n' "$*" >&2
-	exit 1
-}
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-	local pid
-	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	rm -rf "$work"
-}
-trap cleanup EXIT
 
 command -v curl >/dev/null || fail "curl is required"
 
@@ -90,14 +76,7 @@ if [[ -z $client ]]; then
 	fi
 fi
 if [[ $client == cli ]]; then
-	if [[ -n ${PUBSUBD_BIN:-} ]]; then
-		bin=$PUBSUBD_BIN
-	elif [[ -f $repo/Cargo.toml ]] && command -v cargo >/dev/null; then
-		(cd "$repo" && cargo build --quiet --bin pubsubd) || fail "cargo build"
-		bin=$repo/target/debug/pubsubd
-	else
-		bin=$(command -v pubsubd) || fail "no pubsubd binary: set PUBSUBD_BIN"
-	fi
+	pubsubd_bin
 	export PUBSUBD_URL=$url
 fi
 
@@ -121,7 +100,7 @@ if [[ $client == wscat ]]; then
 	# shellcheck disable=SC2094
 	until_seen "$work/sub.out" topic_deleted |
 		timeout 60 wscat -c "$ws" "${wscat_auth[@]}" -x "$subscribe" -w -1 >"$work/sub.out" 2>&1 &
-	pids+=("$!")
+	track "$!"
 	until_seen "$work/sub.out" '"request_id":"r1"' || fail "no answer to subscribe: $(cat "$work/sub.out")"
 	sed 's/^/< /' "$work/sub.out"
 
@@ -136,13 +115,9 @@ else
 	say "Subscribe with the pubsubd CLI (in the background)"
 	printf '$ pubsubd sub %s --last-n 5\n' "$topic"
 	timeout 60 "$bin" sub "$topic" --last-n 5 >"$work/sub.out" 2>"$work/sub.err" &
-	pids+=("$!")
+	track "$!"
 	subscribed() { curl -sS "${curl_auth[@]}" "$url/topics" | grep -q "\"name\":\"$topic\",\"subscribers\":[1-9]"; }
-	deadline=$((SECONDS + STEP_TIMEOUT))
-	until subscribed; do
-		((SECONDS < deadline)) || fail "the subscriber did not subscribe: $(cat "$work/sub.err")"
-		sleep 0.1
-	done
+	wait_for "the subscriber to subscribe (stderr: $(cat "$work/sub.err"))" subscribed
 
 	say "Publish with the pubsubd CLI"
 	show "$bin" pub "$topic" "$payload"

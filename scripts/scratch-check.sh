@@ -14,35 +14,14 @@
 #        STEP_TIMEOUT=10      seconds allowed for each step
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
+lib_init scratch-check
+cd "$repo"
 
 TARGET=x86_64-unknown-linux-gnu
-STEP_TIMEOUT=${STEP_TIMEOUT:-10}
 REQUIRE_ISOLATION=${REQUIRE_ISOLATION:-0}
 ISOLATION=${ISOLATION:-auto}
 TOPIC=scratch-check
-
-log() { printf 'scratch-check: %s\n' "$*" >&2; }
-fail() {
-	log "FAIL: $*"
-	exit 1
-}
-
-work=""
-pids=()
-cleanup() {
-	local pid
-	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	if [[ -n $work ]]; then
-		rm -rf "$work"
-	fi
-}
-trap cleanup EXIT
 
 # The logs of what this script started, for failure messages.
 diagnostics() {
@@ -51,19 +30,6 @@ diagnostics() {
 		if [[ -s $f ]]; then
 			printf '\n--- %s ---\n%s' "${f##*/}" "$(tail -n 5 "$f")"
 		fi
-	done
-}
-
-# wait_for DESCRIPTION COMMAND...: retries COMMAND until it succeeds, for STEP_TIMEOUT seconds.
-wait_for() {
-	local what=$1
-	shift
-	local deadline=$((SECONDS + STEP_TIMEOUT))
-	until "$@"; do
-		if ((SECONDS >= deadline)); then
-			fail "timed out after ${STEP_TIMEOUT}s waiting for $what$(diagnostics)"
-		fi
-		sleep 0.1
 	done
 }
 
@@ -99,7 +65,6 @@ if command -v ldd >/dev/null; then
 fi
 
 # --- 3. An empty root holding only the binary ----------------------------------
-work=$(mktemp -d)
 root=$work/root
 mkdir -m 755 "$root"
 install -m 755 "$bin" "$root/pubsubd"
@@ -154,16 +119,8 @@ in_root() {
 
 # --- 4. The server, as the image starts it --------------------------------------
 # Port 0: the kernel picks a free port, read back from the start-up log line.
-timeout --kill-after=5 120 env -i PUBSUBD_HOST=0.0.0.0 PUBSUBD_PORT=8080 \
-	"${isolate[@]}" "$exe" --host 127.0.0.1 --port 0 --log-level info \
-	>"$work/server.out" 2>"$work/server.log" &
-server=$!
-pids+=("$server")
-listening() { grep -qE 'listening on [0-9.]+:[0-9]+' "$work/server.log"; }
-wait_for "the server to listen (log: $work/server.log)" listening
-addr=$(grep -oE 'listening on [0-9.]+:[0-9]+' "$work/server.log" | head -n1)
-port=${addr##*:}
-url=http://127.0.0.1:$port
+start_server "$work/server.log" timeout --kill-after=5 120 env -i PUBSUBD_HOST=0.0.0.0 PUBSUBD_PORT=8080 \
+	"${isolate[@]}" "$exe" --host 127.0.0.1 --port 0 --log-level info
 log "server listening on $url"
 
 # --- 5. Health, as curl and as the HEALTHCHECK sees it ---------------------------
@@ -184,7 +141,7 @@ in_root PUBSUBD_URL="$url" -- topics create "$TOPIC" >/dev/null || fail "topics 
 timeout --kill-after=5 60 env -i PUBSUBD_URL="$url" "${isolate[@]}" "$exe" sub "$TOPIC" \
 	>"$work/sub.out" 2>"$work/sub.err" &
 sub=$!
-pids+=("$sub")
+track "$sub"
 subscribed() { in_root PUBSUBD_URL="$url" -- topics | grep -qx "$TOPIC"$'\t'1; }
 wait_for "the subscriber to be counted by GET /topics" subscribed
 payload='{"check":"scratch","n":1}'

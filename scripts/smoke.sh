@@ -15,59 +15,15 @@
 #       STEP_TIMEOUT=10  seconds allowed for each step
 set -euo pipefail
 
-STEP_TIMEOUT=${STEP_TIMEOUT:-10}
-repo=$(cd "$(dirname "$0")/.." && pwd)
-
-log() { printf 'smoke: %s\n' "$*" >&2; }
-fail() {
-	log "FAIL: $*"
-	exit 1
-}
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-	local pid
-	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_for() {
-	local what=$1
-	shift
-	local deadline=$((SECONDS + STEP_TIMEOUT))
-	until "$@"; do
-		((SECONDS < deadline)) || fail "timed out after ${STEP_TIMEOUT}s waiting for $what"
-		sleep 0.1
-	done
-}
+source "$(dirname "$0")/lib.sh"
+lib_init smoke
 
 command -v curl >/dev/null || fail "curl is required"
-
-if [[ -n ${PUBSUBD_BIN:-} ]]; then
-	bin=$PUBSUBD_BIN
-elif [[ -f $repo/Cargo.toml ]] && command -v cargo >/dev/null; then
-	(cd "$repo" && cargo build --quiet --bin pubsubd) || fail "cargo build"
-	bin=$repo/target/debug/pubsubd
-else
-	bin=$(command -v pubsubd) || fail "no pubsubd binary: set PUBSUBD_BIN"
-fi
+pubsubd_bin
 
 url=${1:-}
 if [[ -z $url ]]; then
-	timeout --kill-after=5 300 "$bin" --host 127.0.0.1 --port 0 --log-level info \
-		>"$work/server.out" 2>"$work/server.log" &
-	pids+=("$!")
-	listening() { grep -qE 'listening on [0-9.]+:[0-9]+' "$work/server.log"; }
-	wait_for "the server to start (log: $(cat "$work/server.log"))" listening
-	addr=$(grep -oE 'listening on [0-9.]+:[0-9]+' "$work/server.log" | head -n1)
-	url=http://127.0.0.1:${addr##*:}
+	start_server "$work/server.log" timeout --kill-after=5 300 "$bin" --host 127.0.0.1 --port 0 --log-level info
 	log "started a server on $url"
 fi
 url=${url%/}
@@ -121,7 +77,7 @@ cli topics | grep -qx "$topic"$'\t'0 || fail "pubsubd topics does not list '$top
 # Subscribe with the CLI; wait until the server counts the subscription.
 timeout --kill-after=5 60 "$bin" sub "$topic" >"$work/sub.out" 2>"$work/sub.err" &
 sub=$!
-pids+=("$sub")
+track "$sub"
 subscribed() { cli topics | grep -qx "$topic"$'\t'1; }
 wait_for "the subscriber (stderr: $(cat "$work/sub.err"))" subscribed
 log "pubsubd sub $topic: subscribed"
@@ -161,6 +117,7 @@ sub_done() { ! kill -0 "$sub" 2>/dev/null; }
 wait_for "the subscriber to end after the delete" sub_done
 sub_rc=0
 wait "$sub" || sub_rc=$?
+untrack "$sub"
 if [[ $sub_rc != 1 ]] || ! grep -q "was deleted" "$work/sub.err"; then
 	fail "the subscriber should exit 1 on topic deletion: exit $sub_rc, $(cat "$work/sub.err")"
 fi

@@ -17,56 +17,27 @@
 # Usage: scripts/soak.sh [SECONDS]      (default 60)
 set -euo pipefail
 
-seconds=${1:-60}
-repo=$(cd "$(dirname "$0")/.." && pwd)
-cd "$repo"
-cargo build --release --quiet
-bin=$repo/target/release/pubsubd
-work=$(mktemp -d)
-pids=()
-server=
+source "$(dirname "$0")/lib.sh"
+lib_init soak
 
-cleanup() {
-	local pid
-	for pid in "${pids[@]}" $server; do
-		kill "$pid" 2>/dev/null || true
-	done
-	wait 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
+seconds=${1:-60}
+cd "$repo"
+release_bin
 
 rss() { sed -n 's/^VmRSS:[[:space:]]*//p' "/proc/$server/status"; }
-fail() {
-	echo "soak: FAIL: $*" >&2
-	exit 1
-}
 
-"$bin" --host 127.0.0.1 --port 0 --log-level warn --outbound-limit 262144 \
-	--slow-consumer-grace 2 --max-connections 2000 2>"$work/server.log" &
-server=$!
-"$bin" --help >/dev/null
-for _ in $(seq 100); do
-	addr=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$work/server.log" | head -1)
-	[[ -n $addr ]] && break
-	sleep 0.1
-done
-# The listening line is logged at info; with warn, find the port another way.
-if [[ -z ${addr:-} ]]; then
-	port=$(ss -Hltnp 2>/dev/null | sed -n "s/.*127.0.0.1:\([0-9]*\).*pid=$server,.*/\1/p" | head -1)
-	[[ -n $port ]] || fail "the server did not start: $(cat "$work/server.log")"
-	addr=127.0.0.1:$port
-fi
-url=http://$addr
+start_server "$work/server.log" "$bin" --host 127.0.0.1 --port 0 --log-level info \
+	--outbound-limit 262144 --slow-consumer-grace 2 --max-connections 2000
 echo "soak: server pid $server on $url for $seconds s"
 echo "soak: RSS at start: $(rss)"
 
 "$bin" bench fanout --url "$url" --publishers 2 --subscribers 20 --topics 4 \
 	--rate 2000 --warmup 0 --duration "$seconds" >"$work/fanout.json" 2>"$work/fanout.txt" &
-pids+=($!)
+benches=($!)
 "$bin" bench slow --url "$url" --subscribers 5 --rate 5000 --warmup 0 \
 	--duration "$seconds" >"$work/slow.json" 2>"$work/slow.txt" &
-pids+=($!)
+benches+=($!)
+for pid in "${benches[@]}"; do track "$pid"; done
 
 end=$((SECONDS + seconds))
 rounds=0
@@ -90,10 +61,10 @@ while ((SECONDS < end)); do
 		next_sample=$((SECONDS + 5))
 	fi
 done
-for pid in "${pids[@]}"; do
+for pid in "${benches[@]}"; do
 	wait "$pid" || fail "a bench run failed: $(cat "$work"/fanout.txt "$work"/slow.txt)"
+	untrack "$pid"
 done
-pids=()
 
 kill -0 "$server" 2>/dev/null || fail "the server died"
 health=$(curl -sf "$url/health") || fail "/health does not answer"

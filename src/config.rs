@@ -6,6 +6,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::flags::{self, FlagError, Opt, Token, Tokens};
+
 /// What happens when an event would push a connection's outbound buffer over
 /// `outbound_limit` (protocol §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,10 +81,11 @@ impl Default for Config {
     }
 }
 
-/// A setting that could not be accepted, or a request for `--help`.
+/// A setting that could not be accepted, or a request for `--help` or `--version`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ConfigError {
     Help,
+    Version,
     Invalid(String),
 }
 
@@ -90,6 +93,7 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Help => f.write_str(HELP),
+            ConfigError::Version => f.write_str("--version asked for"),
             ConfigError::Invalid(msg) => f.write_str(msg),
         }
     }
@@ -124,29 +128,30 @@ OPTIONS (flag / environment variable, default):
     --max-body-size BYTES      PUBSUBD_MAX_BODY_SIZE        65536
     --log-level LEVEL          PUBSUBD_LOG_LEVEL            info (off|error|warn|info|debug|trace)
     -h, --help                 this text
+    -V, --version              the version (and commit, when built from a checkout)
 
 Seconds may be fractional (0.5). Flags win over environment variables.
 ";
 
-/// One setting: its flag name (without `--`), and whether it takes no value.
-const SETTINGS: &[(&str, bool)] = &[
-    ("host", false),
-    ("port", false),
-    ("api-key", false),
-    ("history", false),
-    ("max-message-size", false),
-    ("outbound-limit", false),
-    ("overflow-policy", false),
-    ("slow-consumer-grace", false),
-    ("max-connections", false),
-    ("auto-create-topics", true),
-    ("heartbeat", false),
-    ("idle-timeout", false),
-    ("shutdown-timeout", false),
-    ("request-timeout", false),
-    ("keepalive-timeout", false),
-    ("max-body-size", false),
-    ("log-level", false),
+/// Every setting's flag; each has an environment variable ([`env_name`]).
+pub const SETTINGS: &[Opt] = &[
+    Opt::value("host"),
+    Opt::value("port"),
+    Opt::value("api-key"),
+    Opt::value("history"),
+    Opt::value("max-message-size"),
+    Opt::value("outbound-limit"),
+    Opt::value("overflow-policy"),
+    Opt::value("slow-consumer-grace"),
+    Opt::value("max-connections"),
+    Opt::inline_value("auto-create-topics"),
+    Opt::value("heartbeat"),
+    Opt::value("idle-timeout"),
+    Opt::value("shutdown-timeout"),
+    Opt::value("request-timeout"),
+    Opt::value("keepalive-timeout"),
+    Opt::value("max-body-size"),
+    Opt::value("log-level"),
 ];
 
 /// The environment variable of a flag: `max-message-size` → `PUBSUBD_MAX_MESSAGE_SIZE`.
@@ -163,38 +168,29 @@ impl Config {
         E: Fn(&str) -> Option<String>,
     {
         let mut values: Vec<(&'static str, String)> = Vec::new();
-        for &(name, _) in SETTINGS {
-            if let Some(v) = env(&env_name(name)) {
-                values.push((name, v));
+        for setting in SETTINGS {
+            if let Some(v) = env(&env_name(setting.name)) {
+                values.push((setting.name, v));
             }
         }
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            if arg == "-h" || arg == "--help" {
-                return Err(ConfigError::Help);
+        for token in Tokens::new(args, &[SETTINGS, &[flags::HELP, flags::VERSION]]) {
+            match token {
+                Ok(Token::Flag("help", _)) => return Err(ConfigError::Help),
+                Ok(Token::Flag("version", _)) => return Err(ConfigError::Version),
+                // A switch given without a value is on.
+                Ok(Token::Flag(name, value)) => {
+                    values.push((name, value.unwrap_or_else(|| "true".to_string())))
+                }
+                Ok(Token::Positional(arg)) => {
+                    return Err(invalid(format!(
+                        "unexpected argument '{arg}' (see pubsubd --help)"
+                    )));
+                }
+                Err(err @ FlagError::Unknown(_)) => {
+                    return Err(invalid(format!("{err} (see pubsubd --help)")));
+                }
+                Err(err) => return Err(invalid(err.to_string())),
             }
-            let Some(flag) = arg.strip_prefix("--") else {
-                return Err(invalid(format!(
-                    "unexpected argument '{arg}' (see pubsubd --help)"
-                )));
-            };
-            let (name, inline) = match flag.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_string())),
-                None => (flag, None),
-            };
-            let Some(&(name, is_switch)) = SETTINGS.iter().find(|(n, _)| *n == name) else {
-                return Err(invalid(format!(
-                    "unknown option '--{name}' (see pubsubd --help)"
-                )));
-            };
-            let value = match inline {
-                Some(v) => v,
-                None if is_switch => "true".to_string(),
-                None => args
-                    .next()
-                    .ok_or_else(|| invalid(format!("--{name} needs a value")))?,
-            };
-            values.push((name, value));
         }
 
         let mut config = Config::default();
@@ -389,5 +385,20 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(parse(&["--help"], &[]).unwrap_err(), ConfigError::Help);
+        assert_eq!(parse(&["-V"], &[]).unwrap_err(), ConfigError::Version);
+        for (args, needle) in [
+            (&["serve"][..], "unexpected argument 'serve'"),
+            (
+                &["--bogus=1"][..],
+                "unknown option '--bogus' (see pubsubd --help)",
+            ),
+            (&["--port=1", "-x"][..], "unknown option '-x'"),
+            (&["--help=yes"][..], "--help takes no value"),
+        ] {
+            match parse(args, &[]) {
+                Err(ConfigError::Invalid(msg)) => assert!(msg.contains(needle), "{msg}"),
+                other => panic!("{args:?} gave {other:?}"),
+            }
+        }
     }
 }

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod flags;
 pub mod http;
 pub mod io;
 mod metrics;
@@ -25,6 +26,7 @@ pub mod protocol;
 pub mod refusal;
 mod server;
 pub mod sys;
+pub mod wire;
 
 pub use config::{Config, ConfigError, OverflowPolicy};
 pub use server::{ServerHandle, Stopped, run, start};

@@ -1,3 +1,4 @@
+use std::io::ErrorKind;
 use std::process::ExitCode;
 
 use pubsubd::{Config, ConfigError};
@@ -25,6 +26,10 @@ fn serve(args: Vec<String>) -> ExitCode {
             print!("{}", pubsubd::config::HELP);
             return ExitCode::SUCCESS;
         }
+        Err(ConfigError::Version) => {
+            println!("{}", version());
+            return ExitCode::SUCCESS;
+        }
         Err(err) => {
             eprintln!("pubsubd: {err}");
             return ExitCode::from(2);
@@ -42,8 +47,23 @@ fn serve(args: Vec<String>) -> ExitCode {
         Ok(pubsubd::Stopped::Gracefully) => ExitCode::SUCCESS,
         Ok(pubsubd::Stopped::Forced) => ExitCode::from(130),
         Err(err) => {
+            // The error names the address (`cannot listen on …`).
             eprintln!("pubsubd: {err}");
-            ExitCode::FAILURE
+            // Only binding the listener fails this way: a start-up error like a bad setting.
+            let bind = matches!(
+                err.kind(),
+                ErrorKind::AddrInUse | ErrorKind::AddrNotAvailable | ErrorKind::PermissionDenied
+            );
+            ExitCode::from(if bind { 2 } else { 1 })
         }
+    }
+}
+
+/// `pubsubd 0.1.0`, and the commit when built from a git checkout.
+fn version() -> String {
+    let version = concat!("pubsubd ", env!("CARGO_PKG_VERSION"));
+    match option_env!("PUBSUBD_COMMIT") {
+        Some(commit) => format!("{version} ({commit})"),
+        None => version.to_string(),
     }
 }

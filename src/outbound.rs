@@ -1,11 +1,13 @@
-//! A connection's outbound queue of encoded bytes, and server-side WebSocket
-//! frame encoding. Event frames are built once per publish and shared by every
-//! subscriber's queue (`Bytes` clones are reference-count bumps).
+//! A connection's outbound queue of encoded bytes. Event frames are built once
+//! per publish and shared by every subscriber's queue (`Bytes` clones are
+//! reference-count bumps); the frames themselves come from [`crate::wire::frame`].
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 
 use bytes::Bytes;
+
+// Where the server's loop has always found them.
 
 /// Whether queued bytes may be dropped by the `drop-oldest` policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,84 +145,6 @@ impl Outbound {
     }
 }
 
-/// Room kept in front of a frame's payload for the largest server header.
-const HEADER_ROOM: usize = 10;
-
-/// Builds one server-to-client text frame in a single buffer: the JSON is
-/// written after reserved header room, and the header is filled in at the end.
-pub struct FrameBuilder {
-    buf: Vec<u8>,
-}
-
-impl FrameBuilder {
-    pub fn with_capacity(payload: usize) -> Self {
-        let mut buf = Vec::with_capacity(HEADER_ROOM + payload);
-        buf.extend_from_slice(&[0; HEADER_ROOM]);
-        FrameBuilder { buf }
-    }
-
-    /// The payload written so far; append JSON to it.
-    pub fn payload(&mut self) -> &mut Vec<u8> {
-        &mut self.buf
-    }
-
-    /// A final text frame (FIN, opcode 1, unmasked).
-    pub fn text(self) -> Bytes {
-        self.finish(0x81)
-    }
-
-    fn finish(mut self, first: u8) -> Bytes {
-        let len = self.buf.len() - HEADER_ROOM;
-        let start = match len {
-            0..=125 => {
-                self.buf[8] = first;
-                self.buf[9] = len as u8;
-                8
-            }
-            126..=65535 => {
-                self.buf[6] = first;
-                self.buf[7] = 126;
-                self.buf[8..10].copy_from_slice(&(len as u16).to_be_bytes());
-                6
-            }
-            _ => {
-                self.buf[0] = first;
-                self.buf[1] = 127;
-                self.buf[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-                0
-            }
-        };
-        Bytes::from(self.buf).slice(start..)
-    }
-}
-
-/// A text frame holding `json`.
-#[cfg(test)]
-pub fn text_frame(json: &[u8]) -> Bytes {
-    let mut frame = FrameBuilder::with_capacity(json.len());
-    frame.payload().extend_from_slice(json);
-    frame.text()
-}
-
-/// A close frame with a status code and a short reason (at most 123 bytes).
-pub fn close_frame(code: u16, reason: &str) -> Bytes {
-    let mut reason_len = reason.len().min(123);
-    while !reason.is_char_boundary(reason_len) {
-        reason_len -= 1;
-    }
-    let mut frame = FrameBuilder::with_capacity(2 + reason_len);
-    frame.payload().extend_from_slice(&code.to_be_bytes());
-    frame
-        .payload()
-        .extend_from_slice(&reason.as_bytes()[..reason_len]);
-    frame.finish(0x88)
-}
-
-/// An empty ping frame.
-pub fn ping_frame() -> Bytes {
-    Bytes::from_static(&[0x89, 0x00])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,22 +172,6 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
-    }
-
-    #[test]
-    fn frame_headers_by_length() {
-        assert_eq!(&text_frame(b"{}")[..], &[0x81, 2, b'{', b'}']);
-        let f = text_frame(&[b'a'; 200]);
-        assert_eq!(&f[..4], &[0x81, 126, 0, 200]);
-        assert_eq!(f.len(), 204);
-        let f = text_frame(&vec![b'a'; 70_000]);
-        assert_eq!(f[1], 127);
-        assert_eq!(u64::from_be_bytes(f[2..10].try_into().unwrap()), 70_000);
-        assert_eq!(f.len(), 70_010);
-        assert_eq!(
-            &close_frame(1008, "slow")[..],
-            &[0x88, 6, 0x03, 0xF0, b's', b'l', b'o', b'w']
-        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::outbound::FrameBuilder;
+use crate::wire::frame::FrameBuilder;
 
 /// Error codes of §1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,35 +5,26 @@ mod common;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{TIMEOUT, start, start_with, stats};
+use common::{TIMEOUT, binary, start, start_with, stats, wait_child_within};
 use serde_json::{Value, json};
 
 /// Runs the bench binary; its JSON report, or a panic with its stderr.
 fn bench(args: &[&str]) -> Value {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pubsubd"))
-        .arg("bench")
+    let child = binary(&["bench"])
         .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("the binary runs");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("bench {args:?} did not finish in 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "bench {args:?} failed: {stderr}");
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("bench printed no JSON ({e}): {stderr}"))
+    let out = wait_child_within(child, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "bench {args:?} failed: {}",
+        out.stderr
+    );
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("bench printed no JSON ({e}): {}", out.stderr))
 }
 
 fn url(addr: SocketAddr) -> String {
@@ -59,15 +50,7 @@ fn misbehaving_server() -> SocketAddr {
 }
 
 fn send_frame(to: &Mutex<TcpStream>, text: &str) {
-    let mut frame = vec![0x81];
-    match text.len() {
-        n if n < 126 => frame.push(n as u8),
-        n => {
-            frame.push(126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(text.as_bytes());
+    let frame = pubsubd::wire::frame::text_frame(text.as_bytes());
     let _ = to.lock().expect("lock").write_all(&frame);
 }
 

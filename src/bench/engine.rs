@@ -2,7 +2,7 @@
 //! read buffer, and the integrity and latency accounting of every event.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,9 @@ use slab::Slab;
 
 use super::hist::Histogram;
 use super::sys;
-use super::wire::{self, Msg, Parsed, Reader, Stamp};
+use super::wire::{self, Msg, Reader, Stamp};
+use crate::io::Io;
+use crate::wire::frame::{self, Parsed};
 
 /// Bytes read from one socket per loop turn before the others get a go.
 const READ_CAP: usize = 1 << 20;
@@ -466,9 +468,9 @@ impl Engine {
             let mask = self.next_mask(key);
             let client = &mut self.clients[key];
             if let Some(sock) = client.sock.as_mut() {
-                let mut frame = Vec::with_capacity(8);
-                wire::write_frame(&mut frame, wire::CLOSE, &1000u16.to_be_bytes(), mask);
-                let _ = sock.write(&frame);
+                let mut close = Vec::with_capacity(8);
+                frame::write_frame(&mut close, frame::CLOSE, &1000u16.to_be_bytes(), mask);
+                let _ = crate::io::write(sock, &close);
             }
             client.phase = Phase::Closed;
             client.sock = None;
@@ -530,7 +532,7 @@ impl Engine {
 
     fn send_text(&mut self, key: usize, text: &[u8]) {
         let mask = self.next_mask(key);
-        wire::write_frame(&mut self.clients[key].out, wire::TEXT, text, mask);
+        frame::write_frame(&mut self.clients[key].out, frame::TEXT, text, mask);
     }
 
     fn flush(&mut self, key: usize) {
@@ -541,20 +543,12 @@ impl Engine {
             return;
         };
         while client.out_at < client.out.len() {
-            match sock.write(&client.out[client.out_at..]) {
-                Ok(0) => break,
-                Ok(n) => client.out_at += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // Not connected yet, or the kernel is full: WRITABLE will come.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
-                    ) =>
-                {
-                    return;
-                }
-                Err(_) => {
+            match crate::io::write(sock, &client.out[client.out_at..]) {
+                Io::Progress(n) => client.out_at += n,
+                // Still connecting (Linux answers EAGAIN then), or the kernel
+                // is full: WRITABLE will come.
+                Io::WouldBlock => return,
+                Io::Closed | Io::Failed(_) => {
                     self.lost(key);
                     return;
                 }
@@ -648,12 +642,8 @@ impl Engine {
         let mut rbuf = std::mem::take(&mut self.rbuf);
         let mut total = 0;
         while let Some(sock) = self.clients.get_mut(key).and_then(|c| c.sock.as_mut()) {
-            match sock.read(&mut rbuf) {
-                Ok(0) => {
-                    self.lost(key);
-                    break;
-                }
-                Ok(n) => {
+            match crate::io::read(sock, &mut rbuf) {
+                Io::Progress(n) => {
                     total += n;
                     self.take_bytes(key, &rbuf[..n]);
                     if total >= READ_CAP {
@@ -661,11 +651,9 @@ impl Engine {
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => break,
-                // Reset or refused: the server is gone for this client.
-                Err(_) => {
+                Io::WouldBlock => break,
+                // End of stream, reset or refused: the server is gone for this client.
+                Io::Closed | Io::Failed(_) => {
                     self.lost(key);
                     break;
                 }
@@ -703,7 +691,7 @@ impl Engine {
         }
         let now = self.now();
         while self.clients[key].sock.is_some() {
-            match wire::parse_frame(&buf[at..], self.plan.max_frame) {
+            match frame::parse_frame(&buf[at..], self.plan.max_frame) {
                 Parsed::Partial => break,
                 Parsed::Invalid(why) => {
                     self.count_error(why);
@@ -721,10 +709,8 @@ impl Engine {
     }
 
     fn upgraded(&mut self, key: usize, head: &[u8]) {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut response = httparse::Response::new(&mut headers);
-        let status = match response.parse(head) {
-            Ok(httparse::Status::Complete(_)) => response.code.unwrap_or(0),
+        let status = match crate::wire::response::parse_head(head) {
+            Ok(Some(head)) => head.status,
             _ => 0,
         };
         self.opening -= 1;
@@ -750,8 +736,8 @@ impl Engine {
 
     fn frame(&mut self, key: usize, fin: bool, opcode: u8, payload: &[u8], now: u64) {
         match opcode {
-            wire::TEXT if fin => self.message(key, payload, now),
-            wire::TEXT | 0 => {
+            frame::TEXT if fin => self.message(key, payload, now),
+            frame::TEXT | frame::CONTINUATION => {
                 let client = &mut self.clients[key];
                 let parts = client.fragments.get_or_insert_with(Vec::new);
                 parts.extend_from_slice(payload);
@@ -759,11 +745,11 @@ impl Engine {
                     self.message(key, &whole, now);
                 }
             }
-            wire::PING => {
+            frame::PING => {
                 let mask = self.next_mask(key);
-                wire::write_frame(&mut self.clients[key].out, wire::PONG, payload, mask);
+                frame::write_frame(&mut self.clients[key].out, frame::PONG, payload, mask);
             }
-            wire::CLOSE => {
+            frame::CLOSE => {
                 let code =
                     (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
                 self.clients[key].close_code = code;
@@ -772,7 +758,7 @@ impl Engine {
                 }
                 self.lost(key);
             }
-            wire::PONG => {}
+            frame::PONG => {}
             _ => self.count_error("BINARY_FRAME"),
         }
     }

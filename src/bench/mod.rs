@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 
 use crate::cli::endpoint::Endpoint;
+use crate::flags::{self, Opt, Token, Tokens};
 use engine::{Engine, Plan, Role, Tally};
 
 pub const USAGE: &str = "\
@@ -81,17 +82,37 @@ struct Options {
     markdown: Option<String>,
 }
 
+const OPTIONS: &[Opt] = &[
+    Opt::value("url"),
+    Opt::value("api-key"),
+    Opt::value("publishers"),
+    Opt::value("subscribers"),
+    Opt::value("topics"),
+    Opt::value("size"),
+    Opt::value("window"),
+    Opt::value("rate"),
+    Opt::value("max-backlog"),
+    Opt::value("warmup"),
+    Opt::value("duration"),
+    Opt::value("count"),
+    Opt::value("connections"),
+    Opt::value("messages"),
+    Opt::value("sources"),
+    Opt::value("server-pid"),
+    Opt::switch("no-create"),
+    Opt::switch("spin"),
+    Opt::value("markdown"),
+    flags::HELP,
+];
+
+/// The options, or `Err("")` when the usage was asked for (or nothing at all).
 fn parse(args: Vec<String>) -> Result<Options, String> {
-    let mut args = args.into_iter();
-    let scenario = match args.next().as_deref() {
-        Some("fanout") => Scenario::Fanout,
-        Some("conns") => Scenario::Conns,
-        Some("slow") => Scenario::Slow,
-        Some("-h" | "--help") | None => return Err(String::new()),
-        Some(other) => return Err(format!("unknown scenario '{other}'")),
-    };
+    if args.is_empty() {
+        return Err(String::new());
+    }
+    let mut scenario = None;
     let mut o = Options {
-        scenario,
+        scenario: Scenario::Fanout,
         url: std::env::var("PUBSUBD_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into()),
         api_key: std::env::var("PUBSUBD_API_KEY")
             .ok()
@@ -114,53 +135,57 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
         spin: false,
         markdown: None,
     };
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) => (n.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        let flag = matches!(name.as_str(), "--no-create" | "--spin" | "-h" | "--help");
-        let value = if flag {
-            String::new()
-        } else {
-            inline
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs a value"))?
-        };
-        fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
-            v.parse()
-                .map_err(|_| format!("{name}: '{v}' is not a valid number"))
-        }
-        fn positive(name: &str, v: &str) -> Result<u64, String> {
-            match num::<u64>(name, v)? {
-                0 => Err(format!("{name} must be at least 1")),
-                n => Ok(n),
-            }
-        }
-        match name.as_str() {
-            "--url" => o.url = value,
-            "--api-key" => o.api_key = Some(value),
-            "--publishers" => o.publishers = positive(&name, &value)?,
-            "--subscribers" => o.subscribers = Some(num(&name, &value)?),
-            "--topics" => o.topics = positive(&name, &value)?,
-            "--size" => o.size = num(&name, &value)?,
-            "--window" => o.window = positive(&name, &value)?,
-            "--rate" => o.rate = Some(num::<f64>(&name, &value)?).filter(|r| *r > 0.0),
-            "--max-backlog" => o.max_backlog = positive(&name, &value)?,
-            "--warmup" => o.warmup = num(&name, &value)?,
-            "--duration" => o.duration = Some(num(&name, &value)?),
-            "--count" => o.count = Some(positive(&name, &value)?),
-            "--connections" => o.connections = positive(&name, &value)?,
-            "--messages" => o.messages = positive(&name, &value)?,
-            "--sources" => o.sources = Some(num::<u8>(&name, &value)?.max(1)),
-            "--server-pid" => o.server_pid = Some(num(&name, &value)?),
-            "--no-create" => o.create = false,
-            "--spin" => o.spin = true,
-            "--markdown" => o.markdown = Some(value),
-            "-h" | "--help" => return Err(String::new()),
-            _ => return Err(format!("unknown option '{name}'")),
+    fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
+        v.parse()
+            .map_err(|_| format!("--{name}: '{v}' is not a valid number"))
+    }
+    fn positive(name: &str, v: &str) -> Result<u64, String> {
+        match num::<u64>(name, v)? {
+            0 => Err(format!("--{name} must be at least 1")),
+            n => Ok(n),
         }
     }
+    for token in Tokens::new(args, &[OPTIONS]) {
+        let (name, value) = match token.map_err(|e| e.to_string())? {
+            Token::Positional(arg) if scenario.is_some() => {
+                return Err(format!("unexpected argument '{arg}'"));
+            }
+            Token::Positional(arg) => {
+                scenario = Some(match arg.as_str() {
+                    "fanout" => Scenario::Fanout,
+                    "conns" => Scenario::Conns,
+                    "slow" => Scenario::Slow,
+                    _ => return Err(format!("unknown scenario '{arg}'")),
+                });
+                continue;
+            }
+            Token::Flag(name, value) => (name, value.unwrap_or_default()),
+        };
+        match name {
+            "url" => o.url = value,
+            "api-key" => o.api_key = Some(value),
+            "publishers" => o.publishers = positive(name, &value)?,
+            "subscribers" => o.subscribers = Some(num(name, &value)?),
+            "topics" => o.topics = positive(name, &value)?,
+            "size" => o.size = num(name, &value)?,
+            "window" => o.window = positive(name, &value)?,
+            "rate" => o.rate = Some(num::<f64>(name, &value)?).filter(|r| *r > 0.0),
+            "max-backlog" => o.max_backlog = positive(name, &value)?,
+            "warmup" => o.warmup = num(name, &value)?,
+            "duration" => o.duration = Some(num(name, &value)?),
+            "count" => o.count = Some(positive(name, &value)?),
+            "connections" => o.connections = positive(name, &value)?,
+            "messages" => o.messages = positive(name, &value)?,
+            "sources" => o.sources = Some(num::<u8>(name, &value)?.max(1)),
+            "server-pid" => o.server_pid = Some(num(name, &value)?),
+            "no-create" => o.create = false,
+            "spin" => o.spin = true,
+            "markdown" => o.markdown = Some(value),
+            "help" => return Err(String::new()),
+            _ => unreachable!("option --{name} is declared but not applied"),
+        }
+    }
+    o.scenario = scenario.ok_or("missing the scenario: fanout, conns or slow")?;
     Ok(o)
 }
 
@@ -221,7 +246,7 @@ fn run(o: &Options) -> Result<Report, String> {
         .into_iter()
         .next()
         .ok_or_else(|| format!("no address for {}", o.url))?;
-    let fd_limit = sys::raise_fd_limit();
+    let fd_limit = crate::sys::raise_fd_limit();
     let subscribers = match o.scenario {
         Scenario::Fanout => o.subscribers.unwrap_or(1),
         Scenario::Slow => o.subscribers.unwrap_or(10),
@@ -659,6 +684,14 @@ mod tests {
         assert!(parse(args("fanout --window")).is_err());
         assert!(parse(args("nope")).is_err());
         assert!(parse(args("slow --bogus 1")).is_err());
+        assert!(parse(args("--size 5")).is_err());
+        assert!(parse(args("fanout conns")).is_err());
+        assert!(parse(args("fanout --spin=1")).is_err());
+        // Flags may come before the scenario; help wins wherever it stands.
+        let o = parse(args("--spin --size=64 conns")).unwrap();
+        assert!(o.scenario == Scenario::Conns && o.spin && o.size == 64);
+        assert_eq!(parse(args("slow -h")).err().as_deref(), Some(""));
+        assert_eq!(parse(args("")).err().as_deref(), Some(""));
     }
 
     #[test]

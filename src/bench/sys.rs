@@ -47,8 +47,6 @@ pub fn process_rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-pub use crate::sys::raise_fd_limit;
-
 /// Starts a non-blocking connection to `to`, from `from` when given (to use
 /// more source addresses of 127.0.0.0/8 than one address has ports).
 pub fn connect(from: Option<Ipv4Addr>, to: SocketAddr) -> io::Result<mio::net::TcpStream> {

@@ -1,95 +1,7 @@
-//! The bench's side of the wire: masked client frames out, server frames in,
-//! and a quick look at each server message without building a JSON tree.
+//! The bench's payloads, and a quick look at each server message without
+//! building a JSON tree. Frames come from [`crate::wire::frame`].
 
 use memchr::memmem;
-
-pub const TEXT: u8 = 0x1;
-pub const CLOSE: u8 = 0x8;
-pub const PING: u8 = 0x9;
-pub const PONG: u8 = 0xA;
-
-/// Appends one masked, final frame (RFC 6455 §5.3: clients must mask).
-pub fn write_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
-    out.push(0x80 | opcode);
-    let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= u16::MAX as usize {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    out.extend_from_slice(&mask);
-    let start = out.len();
-    out.extend_from_slice(payload);
-    for (i, b) in out[start..].iter_mut().enumerate() {
-        *b ^= mask[i & 3];
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub struct Frame {
-    pub fin: bool,
-    pub opcode: u8,
-    /// Where the (unmasked) payload lies in the buffer.
-    pub payload: std::ops::Range<usize>,
-    pub mask: Option<[u8; 4]>,
-}
-
-pub enum Parsed {
-    Frame(Frame, usize),
-    Partial,
-    Invalid(&'static str),
-}
-
-/// Parses the frame at the start of `buf`, refusing any over `max` bytes.
-pub fn parse_frame(buf: &[u8], max: usize) -> Parsed {
-    if buf.len() < 2 {
-        return Parsed::Partial;
-    }
-    let fin = buf[0] & 0x80 != 0;
-    let opcode = buf[0] & 0x0F;
-    let masked = buf[1] & 0x80 != 0;
-    let (len, mut at) = match buf[1] & 0x7F {
-        126 if buf.len() < 4 => return Parsed::Partial,
-        126 => (u16::from_be_bytes([buf[2], buf[3]]) as u64, 4),
-        127 if buf.len() < 10 => return Parsed::Partial,
-        127 => {
-            let mut b = [0; 8];
-            b.copy_from_slice(&buf[2..10]);
-            (u64::from_be_bytes(b), 10)
-        }
-        n => (n as u64, 2),
-    };
-    if len > max as u64 {
-        return Parsed::Invalid("frame larger than --max-frame");
-    }
-    let mask = if masked {
-        if buf.len() < at + 4 {
-            return Parsed::Partial;
-        }
-        let m = [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]];
-        at += 4;
-        Some(m)
-    } else {
-        None
-    };
-    let end = at + len as usize;
-    if buf.len() < end {
-        return Parsed::Partial;
-    }
-    Parsed::Frame(
-        Frame {
-            fin,
-            opcode,
-            payload: at..end,
-            mask,
-        },
-        end,
-    )
-}
 
 /// What a server message means to the bench.
 #[derive(Debug, PartialEq, Eq)]
@@ -249,39 +161,6 @@ fn fast_tail(rest: &[u8], publisher: u64) -> Option<Stamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn unmask(buf: &[u8]) -> (Frame, Vec<u8>) {
-        let Parsed::Frame(frame, used) = parse_frame(buf, 1 << 20) else {
-            panic!("not a frame")
-        };
-        assert_eq!(used, buf.len());
-        let mask = frame.mask.expect("client frames are masked");
-        let payload = buf[frame.payload.clone()]
-            .iter()
-            .enumerate()
-            .map(|(i, b)| b ^ mask[i & 3])
-            .collect();
-        (frame, payload)
-    }
-
-    #[test]
-    fn frames_round_trip_at_every_length_form() {
-        for len in [0, 1, 125, 126, 65535, 65536, 70000] {
-            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let mut out = Vec::new();
-            write_frame(&mut out, TEXT, &payload, [1, 2, 3, 4]);
-            let (frame, got) = unmask(&out);
-            assert!(frame.fin);
-            assert_eq!(frame.opcode, TEXT);
-            assert_eq!(got, payload, "length {len}");
-            for cut in [1, out.len() / 2, out.len() - 1] {
-                assert!(matches!(parse_frame(&out[..cut], 1 << 20), Parsed::Partial));
-            }
-        }
-        let mut out = Vec::new();
-        write_frame(&mut out, TEXT, &[0; 200], [0; 4]);
-        assert!(matches!(parse_frame(&out, 100), Parsed::Invalid(_)));
-    }
 
     #[test]
     fn payload_has_the_asked_size_and_reads_back() {

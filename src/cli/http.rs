@@ -1,39 +1,14 @@
 //! A minimal blocking HTTP/1.1 client: one request per connection
-//! (`Connection: close`), `Content-Length`, chunked or until-close bodies.
+//! (`Connection: close`). The response is read by [`crate::wire::response`].
 
-use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use super::endpoint::Endpoint;
+use crate::io::Io;
+use crate::wire::response::{self, Context};
 
-/// Largest response head accepted.
-const MAX_HEAD: usize = 64 << 10;
-/// Largest response body accepted (`/stats` grows with the number of topics).
-const MAX_BODY: usize = 64 << 20;
-
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub reason: String,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    pub fn is_success(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
-
-    /// The `error` of a `{"error":…}` body, or the body itself, for messages.
-    pub fn error_text(&self) -> String {
-        let text = String::from_utf8_lossy(&self.body);
-        let detail = serde_json::from_slice::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
-            .unwrap_or_else(|| text.trim().chars().take(200).collect());
-        format!("{} {}: {detail}", self.status, self.reason)
-    }
-}
+pub use crate::wire::response::Response;
 
 /// Sends one request and reads the whole response within `timeout`.
 pub fn request(
@@ -47,14 +22,12 @@ pub fn request(
     let deadline = Instant::now() + timeout;
     let stream = endpoint.connect(timeout)?;
     let target = endpoint.path(path);
-    let io_failed = |err: io::Error| {
-        let err = match err.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                format!("no answer within {:.1} s", timeout.as_secs_f64())
-            }
-            _ => err.to_string(),
+    let failed = |detail: Failure| {
+        let detail = match detail {
+            Failure::TimedOut => format!("no answer within {:.1} s", timeout.as_secs_f64()),
+            Failure::Other(detail) => detail,
         };
-        format!("{method} {}{target} failed: {err}", endpoint.http_url())
+        format!("{method} {}{target} failed: {detail}", endpoint.http_url())
     };
 
     let mut head = format!(
@@ -81,9 +54,23 @@ pub fn request(
         buf: Vec::new(),
         deadline,
     };
-    conn.write_all(&request).map_err(io_failed)?;
-    let response = conn.read_response(method == "HEAD").map_err(io_failed)?;
-    Ok(response)
+    conn.send(&request).map_err(failed)?;
+    conn.receive(method == "HEAD").map_err(failed)
+}
+
+/// Why a request got no answer.
+enum Failure {
+    TimedOut,
+    Other(String),
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(err: std::io::Error) -> Failure {
+        match err.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Failure::TimedOut,
+            _ => Failure::Other(err.to_string()),
+        }
+    }
 }
 
 /// A connection with its unread bytes and the moment it must be done.
@@ -94,159 +81,58 @@ struct Conn {
 }
 
 impl Conn {
-    fn left(&self) -> io::Result<Duration> {
+    fn left(&self) -> Result<Duration, Failure> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
+            return Err(Failure::TimedOut);
         }
         Ok(left)
     }
 
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.set_write_timeout(Some(self.left()?))?;
-        self.stream.write_all(bytes)
-    }
-
-    /// Reads more bytes into `buf`; `Ok(0)` at end of stream.
-    fn fill(&mut self) -> io::Result<usize> {
-        self.stream.set_read_timeout(Some(self.left()?))?;
-        let mut chunk = [0u8; 16 << 10];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(n);
+    fn send(&mut self, mut bytes: &[u8]) -> Result<(), Failure> {
+        while !bytes.is_empty() {
+            self.stream.set_write_timeout(Some(self.left()?))?;
+            match crate::io::write(&mut self.stream, bytes) {
+                Io::Progress(n) => bytes = &bytes[n..],
+                // A blocking socket would-blocks only when its timeout expires.
+                Io::WouldBlock => return Err(Failure::TimedOut),
+                Io::Closed => {
+                    return Err(Failure::Other("the server closed the connection".into()));
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Io::Failed(err) => return Err(err.into()),
             }
         }
+        Ok(())
     }
 
-    fn read_response(&mut self, head_only: bool) -> io::Result<Response> {
+    /// Reads until `buf` holds a whole response, or the server is done.
+    fn receive(&mut self, head_request: bool) -> Result<Response, Failure> {
+        let mut context = Context {
+            head_request,
+            ended: false,
+        };
+        let mut chunk = vec![0u8; 16 << 10];
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut parsed = httparse::Response::new(&mut headers);
-            let status = parsed
-                .parse(&self.buf)
-                .map_err(|e| invalid(format!("malformed HTTP response: {e}")))?;
-            let httparse::Status::Complete(head_len) = status else {
-                if self.buf.len() > MAX_HEAD {
-                    return Err(invalid("HTTP response head too large".into()));
-                }
-                if self.fill()? == 0 {
-                    return Err(invalid("connection closed before a full response".into()));
-                }
-                continue;
-            };
-            let code = parsed.code.unwrap_or(0);
-            let reason = parsed.reason.unwrap_or("").to_string();
-            let header = |name: &str| {
-                parsed
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case(name))
-                    .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
-            };
-            let content_length = header("content-length");
-            let chunked = header("transfer-encoding").is_some_and(|te| te.ends_with("chunked"));
-            self.buf.drain(..head_len);
-            if (100..200).contains(&code) {
-                continue; // an interim answer; the real one follows
+            if let Some((response, _)) =
+                response::parse(&self.buf, context).map_err(Failure::Other)?
+            {
+                return Ok(response);
             }
-            let body = if head_only || code == 204 || code == 304 {
-                Vec::new()
-            } else if chunked {
-                self.read_chunked()?
-            } else if let Some(len) = content_length {
-                let len: usize = len
-                    .parse()
-                    .map_err(|_| invalid(format!("bad Content-Length '{len}'")))?;
-                self.read_exact(len)?
-            } else {
-                self.read_to_end()?
-            };
-            return Ok(Response {
-                status: code,
-                reason,
-                body,
-            });
-        }
-    }
-
-    fn read_exact(&mut self, len: usize) -> io::Result<Vec<u8>> {
-        if len > MAX_BODY {
-            return Err(invalid(format!(
-                "response body of {len} bytes is too large"
-            )));
-        }
-        while self.buf.len() < len {
-            if self.fill()? == 0 {
-                return Err(invalid(
-                    "connection closed in the middle of the body".into(),
-                ));
-            }
-        }
-        Ok(self.buf.drain(..len).collect())
-    }
-
-    fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
-        while self.fill()? > 0 {
-            if self.buf.len() > MAX_BODY {
-                return Err(invalid("response body too large".into()));
-            }
-        }
-        Ok(std::mem::take(&mut self.buf))
-    }
-
-    fn read_line(&mut self) -> io::Result<String> {
-        loop {
-            if let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-                self.buf.drain(..end + 2);
-                return Ok(line);
-            }
-            if self.buf.len() > MAX_HEAD {
-                return Err(invalid("chunk header too long".into()));
-            }
-            if self.fill()? == 0 {
-                return Err(invalid(
-                    "connection closed in the middle of the body".into(),
-                ));
+            self.stream.set_read_timeout(Some(self.left()?))?;
+            match crate::io::read(&mut self.stream, &mut chunk) {
+                Io::Progress(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Io::WouldBlock => return Err(Failure::TimedOut),
+                Io::Closed => context.ended = true,
+                Io::Failed(err) => return Err(err.into()),
             }
         }
     }
-
-    fn read_chunked(&mut self) -> io::Result<Vec<u8>> {
-        let mut body = Vec::new();
-        loop {
-            let line = self.read_line()?;
-            let size = line.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size, 16)
-                .map_err(|_| invalid(format!("bad chunk size '{size}'")))?;
-            if size == 0 {
-                // Trailers, up to the empty line.
-                while !self.read_line()?.is_empty() {}
-                return Ok(body);
-            }
-            if body.len() + size > MAX_BODY {
-                return Err(invalid("response body too large".into()));
-            }
-            body.extend(self.read_exact(size)?);
-            if !self.read_line()?.is_empty() {
-                return Err(invalid("chunk not followed by CRLF".into()));
-            }
-        }
-    }
-}
-
-fn invalid(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
 
     /// Serves `answer` to one connection, after reading the request head.

@@ -14,6 +14,7 @@ mod ws;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::flags::{self, Opt, Token, Tokens};
 use endpoint::Endpoint;
 
 /// First arguments that select the client instead of the server.
@@ -88,18 +89,23 @@ impl Parsed {
     }
 }
 
-/// One command: its name, its own options `(name, takes a value)`, and its help.
+/// One command: its name, its own options, and its help.
 struct Command {
     name: &'static str,
-    options: &'static [(&'static str, bool)],
+    options: &'static [Opt],
     usage: &'static str,
 }
 
-const COMMON_OPTIONS: &[(&str, bool)] = &[("url", true), ("api-key", true), ("timeout", true)];
+const COMMON_OPTIONS: &[Opt] = &[
+    Opt::value("url"),
+    Opt::value("api-key"),
+    Opt::value("timeout"),
+    flags::HELP,
+];
 
 const SUB: Command = Command {
     name: "sub",
-    options: &[("last-n", true), ("client-id", true)],
+    options: &[Opt::value("last-n"), Opt::value("client-id")],
     usage: "\
 pubsubd sub TOPIC [--last-n N] [--client-id ID]
 
@@ -115,7 +121,7 @@ topic deleted, subscription taken over, slow consumer, connection lost).
 
 const PUB: Command = Command {
     name: "pub",
-    options: &[("client-id", true)],
+    options: &[Opt::value("client-id")],
     usage: "\
 pubsubd pub TOPIC [JSON]
 
@@ -130,7 +136,7 @@ TOPIC_NOT_FOUND) or a network failure, 2 on invalid JSON.
 
 const TOPICS: Command = Command {
     name: "topics",
-    options: &[("json", false)],
+    options: &[Opt::switch("json")],
     usage: "\
 pubsubd topics [--json]            list topics: name <TAB> subscribers, one per line
 pubsubd topics create NAME [--json]
@@ -308,57 +314,19 @@ fn local_url(env: &dyn Fn(&str) -> Option<String>) -> String {
     format!("http://{host}:{}", port.trim())
 }
 
-/// Splits flags (`--name value`, `--name=value`, switches) from positional
-/// arguments, in any order; `--` ends the flags.
+/// Splits flags from positional arguments, in any order; `--` ends the flags.
 fn parse(command: &Command, args: Vec<String>) -> Result<Parsed, Failure> {
     let mut parsed = Parsed {
         positional: Vec::new(),
         values: Vec::new(),
         help: false,
     };
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        if arg == "--" {
-            parsed.positional.extend(args.by_ref());
-            break;
+    for token in Tokens::new(args, &[COMMON_OPTIONS, command.options]) {
+        match token.map_err(|e| Failure::Usage(e.to_string()))? {
+            Token::Flag("help", _) => parsed.help = true,
+            Token::Flag(name, value) => parsed.values.push((name, value.unwrap_or_default())),
+            Token::Positional(arg) => parsed.positional.push(arg),
         }
-        if arg == "-h" || arg == "--help" {
-            parsed.help = true;
-            continue;
-        }
-        let Some(flag) = arg.strip_prefix("--") else {
-            // `-5` is a JSON payload; `-x` is a flag we do not know.
-            if arg.len() > 1
-                && arg.starts_with('-')
-                && !arg[1..].starts_with(|c: char| c.is_ascii_digit())
-            {
-                return Err(Failure::Usage(format!("unknown option '{arg}'")));
-            }
-            parsed.positional.push(arg);
-            continue;
-        };
-        let (name, inline) = match flag.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (flag, None),
-        };
-        let Some(&(name, takes_value)) = COMMON_OPTIONS
-            .iter()
-            .chain(command.options)
-            .find(|(n, _)| *n == name)
-        else {
-            return Err(Failure::Usage(format!("unknown option '--{name}'")));
-        };
-        let value = match (takes_value, inline) {
-            (true, Some(v)) => v,
-            (true, None) => args
-                .next()
-                .ok_or_else(|| Failure::Usage(format!("--{name} needs a value")))?,
-            (false, None) => String::new(),
-            (false, Some(_)) => {
-                return Err(Failure::Usage(format!("--{name} takes no value")));
-            }
-        };
-        parsed.values.push((name, value));
     }
     Ok(parsed)
 }

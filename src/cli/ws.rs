@@ -56,6 +56,7 @@ fn connect(client: &Client) -> Result<Socket, Failure> {
             let refused = Response {
                 status: status.as_u16(),
                 reason: status.canonical_reason().unwrap_or("").to_string(),
+                headers: Vec::new(),
                 body: response.body().clone().unwrap_or_default(),
             };
             Err(Failure::Failed(format!(

@@ -18,6 +18,7 @@ use crate::http::Request;
 use crate::metrics::{Gauges, IoCounters};
 use crate::outbound::{Flush, Kind, Outbound};
 use crate::refusal::Refusal;
+use crate::wire::frame::{Parsed, parse_frame};
 
 // ---- a model of the loop: peers with queues and readers ----
 
@@ -88,8 +89,9 @@ impl Peer {
 
     fn parse(&mut self) {
         let mut at = 0;
-        while let Some((opcode, payload, used)) = frame(&self.taken[at..]) {
-            match opcode {
+        while let Parsed::Frame(f, used) = parse_frame(&self.taken[at..], usize::MAX) {
+            let payload = &self.taken[at + f.payload.start..at + f.payload.end];
+            match f.opcode {
                 0x1 => self.received.push(message(payload)),
                 0x8 => self.close_frames += 1,
                 other => panic!("unexpected opcode {other:#x}"),
@@ -139,21 +141,6 @@ impl Write for Sink<'_> {
     }
 }
 
-/// One unmasked server frame at the start of `buf`: opcode, payload, bytes used.
-fn frame(buf: &[u8]) -> Option<(u8, &[u8], usize)> {
-    let (&b0, &b1) = (buf.first()?, buf.get(1)?);
-    let (len, head) = match b1 & 0x7f {
-        126 => (u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize, 4),
-        127 => (
-            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        ),
-        n => (n as usize, 2),
-    };
-    let payload = buf.get(head..head + len)?;
-    Some((b0 & 0x0f, payload, head + len))
-}
-
 /// The loop as the core sees it, with peers in place of sockets.
 #[derive(Default)]
 pub struct Peers {
@@ -191,7 +178,7 @@ impl Effects for Peers {
         if let Some(p) = self.open(conn) {
             if let Some(code) = why.close_code() {
                 p.out.push(
-                    crate::outbound::close_frame(code, why.close_reason()),
+                    crate::wire::frame::close_frame(code, why.close_reason()),
                     Kind::Control,
                 );
             }

@@ -138,8 +138,8 @@ fn bind(config: &Config) -> io::Result<TcpListener> {
     TcpListener::bind(addr).map_err(|e| {
         let what = match e.kind() {
             io::ErrorKind::AddrInUse => "address already in use".to_string(),
-            io::ErrorKind::AddrNotAvailable => "address not available on this host".to_string(),
-            io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            io::ErrorKind::AddrNotAvailable => "no such local address".to_string(),
+            io::ErrorKind::PermissionDenied => "permission denied (a port below 1024?)".to_string(),
             _ => e.to_string(),
         };
         io::Error::new(e.kind(), format!("cannot listen on {addr}: {what}"))

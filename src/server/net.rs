@@ -14,8 +14,9 @@ use crate::clock::{Clock, STAMP_LEN};
 use crate::config::Config;
 use crate::core::{ConnId, Effects};
 use crate::metrics::IoCounters;
-use crate::outbound::{self, Flush, Kind, Outbound};
+use crate::outbound::{Flush, Kind, Outbound};
 use crate::refusal::Refusal;
+use crate::wire::frame;
 
 /// How long a closing connection may take to read our last bytes and hang up.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
@@ -200,10 +201,7 @@ impl Effects for Net {
         if let Some(code) = why.close_code()
             && matches!(c.state, State::WebSocket(_))
         {
-            c.push(
-                outbound::close_frame(code, why.close_reason()),
-                Kind::Control,
-            );
+            c.push(frame::close_frame(code, why.close_reason()), Kind::Control);
         }
         let deadline = self.now + self.linger(&why);
         self.transition(conn.key(), Next::Close(deadline));

@@ -13,9 +13,10 @@ use super::Server;
 use super::conn::State;
 use crate::core::ConnId;
 use crate::http;
-use crate::outbound::{self, Kind};
+use crate::outbound::Kind;
 use crate::protocol;
 use crate::refusal::Refusal;
+use crate::wire::frame;
 
 #[derive(Debug, Default)]
 pub struct Timers {
@@ -103,7 +104,7 @@ impl Server {
     fn heartbeat(&mut self) {
         let ts = self.net.stamp();
         let info = protocol::info(None, "ping", ts.as_str());
-        let ping = outbound::ping_frame();
+        let ping = frame::ping_frame();
         let net = &mut self.net;
         for (key, conn) in net.conns.iter_mut() {
             if matches!(conn.state, State::WebSocket(_)) {

@@ -1,11 +1,17 @@
 //! Helpers for integration tests: an in-process server on 127.0.0.1:0, a raw
-//! HTTP/1.1 client, and a WebSocket client with short timeouts.
+//! HTTP/1.1 client, a WebSocket client with short timeouts, and the built
+//! binary run as a client or as a server.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use pubsubd::io::Io;
+use pubsubd::wire::response::{self, Context};
 use pubsubd::{Config, ServerHandle};
 use serde_json::{Value, json};
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -50,6 +56,7 @@ pub fn uuid() -> String {
 
 // ---- HTTP ----
 
+/// A response as the tests look at it.
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
@@ -57,12 +64,19 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
+impl From<response::Response> for Response {
+    fn from(r: response::Response) -> Response {
+        Response {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        }
+    }
+}
+
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        response::header(&self.headers, name)
     }
 
     pub fn json(&self) -> Value {
@@ -112,21 +126,23 @@ impl Http {
         self.read_response()
     }
 
-    /// Reads one response (Content-Length framed).
+    /// Reads one response, by the reader the CLI and the bench use.
     pub fn read_response(&mut self) -> Response {
+        let mut context = Context::default();
         loop {
-            if let Some((resp, used)) = parse_response(&self.buf) {
+            let parsed = response::parse(&self.buf, context)
+                .unwrap_or_else(|e| panic!("{e}; got {:?}", String::from_utf8_lossy(&self.buf)));
+            if let Some((resp, used)) = parsed {
                 self.buf.drain(..used);
-                return resp;
+                return resp.into();
             }
             let mut chunk = [0u8; 16384];
-            let n = self.stream.read(&mut chunk).expect("read response");
-            assert!(
-                n > 0,
-                "connection closed before a full response; got {:?}",
-                String::from_utf8_lossy(&self.buf)
-            );
-            self.buf.extend_from_slice(&chunk[..n]);
+            match pubsubd::io::read(&mut self.stream, &mut chunk) {
+                Io::Progress(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Io::Closed => context.ended = true,
+                Io::WouldBlock => panic!("no response within {TIMEOUT:?}"),
+                Io::Failed(e) => panic!("read response: {e}"),
+            }
         }
     }
 
@@ -134,49 +150,13 @@ impl Http {
     pub fn closed_by_server(&mut self) -> bool {
         let mut chunk = [0u8; 1024];
         loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-                Err(_) => return false,
+            match pubsubd::io::read(&mut self.stream, &mut chunk) {
+                Io::Closed => return true,
+                Io::Progress(_) => continue,
+                Io::WouldBlock | Io::Failed(_) => return false,
             }
         }
     }
-}
-
-fn parse_response(buf: &[u8]) -> Option<(Response, usize)> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head = match resp.parse(buf).expect("valid HTTP response") {
-        httparse::Status::Complete(n) => n,
-        httparse::Status::Partial => return None,
-    };
-    let headers: Vec<(String, String)> = resp
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .map(|(_, v)| v.parse().expect("numeric Content-Length"))
-        .unwrap_or(0);
-    if buf.len() < head + len {
-        return None;
-    }
-    Some((
-        Response {
-            status: resp.code.expect("status"),
-            headers,
-            body: buf[head..head + len].to_vec(),
-        },
-        head + len,
-    ))
 }
 
 /// One request on a fresh connection.
@@ -332,7 +312,6 @@ impl Ws {
 /// A TCP connection whose receive buffer is set to 4 KiB before connecting
 /// (afterwards is too late: the window is agreed in the handshake).
 pub fn small_window_stream(addr: SocketAddr) -> TcpStream {
-    use std::os::fd::FromRawFd;
     let SocketAddr::V4(v4) = addr else {
         panic!("IPv4 only")
     };
@@ -382,4 +361,199 @@ pub fn check_ts(v: &Value) {
             _ => c.is_ascii_digit(),
         });
     assert!(shape_ok, "ts {ts:?} is not RFC 3339 UTC with milliseconds");
+}
+
+// ---- the built binary ----
+
+/// Time a child process may take before a test gives up on it and kills it.
+pub const CHILD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The pubsubd binary with no `PUBSUBD_*` variable of the test's environment:
+/// only what the test passes.
+pub fn binary(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pubsubd"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PUBSUBD_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+/// How a child process ended, and what it printed.
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+/// Waits for a child for at most `CHILD_TIMEOUT`; kills it (by its handle) if
+/// it overruns. Pipes already taken from the child read as empty.
+pub fn wait_child(child: Child) -> Output {
+    wait_child_within(child, CHILD_TIMEOUT)
+}
+
+/// Waits for a child for at most `limit`; kills it (by its handle) if it overruns.
+pub fn wait_child_within(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    let out = read_all_later(child.stdout.take());
+    let err = read_all_later(child.stderr.take());
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
+/// Reads a pipe to its end on a thread of its own.
+fn read_all_later(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_string(&mut s);
+        }
+        s
+    })
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    wait_child(cmd.spawn().expect("spawn the binary"))
+}
+
+pub fn run_with_stdin(cmd: &mut Command, input: &str) -> Output {
+    let mut child = cmd.stdin(Stdio::piped()).spawn().expect("spawn the binary");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(input.as_bytes()).expect("write stdin");
+    drop(stdin);
+    wait_child(child)
+}
+
+/// The server as the built binary, on 127.0.0.1 and a port the kernel picks,
+/// read back from its "listening on" log line. Dropping it kills the process.
+pub struct ServerProcess {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    stdout: Option<JoinHandle<String>>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl ServerProcess {
+    pub fn start(args: &[&str]) -> ServerProcess {
+        let mut cmd = binary(&["--host", "127.0.0.1", "--port", "0"]);
+        let mut child = cmd.args(args).spawn().expect("spawn the server");
+        let stdout = read_all_later(child.stdout.take());
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some((_, addr)) = line.split_once("listening on ") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let mut server = ServerProcess {
+            child: Some(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        };
+        match rx.recv_timeout(CHILD_TIMEOUT) {
+            Ok(addr) => server.addr = addr.parse().expect("a socket address"),
+            Err(_) => {
+                let out = server.stop();
+                panic!("the server did not start: {}", out.stderr);
+            }
+        }
+        server
+    }
+
+    /// SIGTERM, as `docker stop` sends it; then how the server ended.
+    pub fn stop(mut self) -> Output {
+        let child = self.child.take().expect("a running server");
+        // SAFETY: kill(2) on the id of a child this test started and has not reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let out = wait_child(child);
+        Output {
+            stdout: self
+                .stdout
+                .take()
+                .map(|t| t.join().expect("stdout"))
+                .unwrap_or_default(),
+            stderr: self
+                .stderr
+                .take()
+                .map(|t| t.join().expect("stderr"))
+                .unwrap_or_default(),
+            ..out
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A loopback port that refuses connections for as long as this lives: bound
+/// (so nothing else can take it) but not listening.
+pub struct RefusingPort {
+    _socket: OwnedFd,
+    pub addr: SocketAddr,
+}
+
+pub fn refusing_port() -> RefusingPort {
+    // SAFETY: plain socket calls on a descriptor owned from the start; every
+    // pointer passed is valid for its size.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let socket = OwnedFd::from_raw_fd(fd);
+        let mut sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let rc = libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(rc, 0, "bind");
+        let rc = libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_in).cast(), &mut len);
+        assert_eq!(rc, 0, "getsockname");
+        RefusingPort {
+            _socket: socket,
+            addr: SocketAddr::from(([127, 0, 0, 1], u16::from_be(sa.sin_port))),
+        }
+    }
 }

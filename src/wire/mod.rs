@@ -1,0 +1,5 @@
+//! The bytes on the wire, one codec each, shared by the server, the CLI, the
+//! bench and the tests: WebSocket frames and HTTP responses.
+
+pub mod frame;
+pub mod response;
