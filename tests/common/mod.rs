@@ -383,3 +383,4 @@ pub fn check_ts(v: &Value) {
         });
     assert!(shape_ok, "ts {ts:?} is not RFC 3339 UTC with milliseconds");
 }
+pub mod extra;
