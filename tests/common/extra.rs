@@ -274,3 +274,96 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+/// A WebSocket handshake done by hand: the raw stream, for tests that write
+/// frames as they please.
+pub fn raw_ws_at(addr: SocketAddr) -> TcpStream {
+    let mut c = TcpStream::connect(addr).expect("connect");
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.set_nodelay(true).unwrap();
+    c.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut byte).expect("handshake answer");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    c
+}
+
+/// What the server sent, one frame at a time.
+#[derive(Debug)]
+pub enum ServerFrame {
+    Text(String),
+    Close(Option<u16>),
+    /// A ping, pong or binary frame.
+    Other(u8),
+    /// EOF or a reset without a close frame.
+    Gone,
+}
+
+/// Reads unmasked server frames from a raw stream.
+pub struct FrameReader {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    pub fn new(stream: TcpStream) -> FrameReader {
+        FrameReader {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next frame; panics if nothing comes within the read timeout.
+    pub fn next(&mut self) -> ServerFrame {
+        loop {
+            if let Some((frame, used)) = self.parse() {
+                self.buf.drain(..used);
+                return frame;
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return ServerFrame::Gone,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return ServerFrame::Gone;
+                }
+                Err(e) => panic!("no frame from the server within {TIMEOUT:?}: {e}"),
+            }
+        }
+    }
+
+    fn parse(&self) -> Option<(ServerFrame, usize)> {
+        let b = &self.buf;
+        if b.len() < 2 {
+            return None;
+        }
+        assert_eq!(b[1] & 0x80, 0, "the server masked a frame");
+        let (hdr, len) = match b[1] & 0x7f {
+            126 => (4, u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as usize),
+            127 => (
+                10,
+                u64::from_be_bytes(b.get(2..10)?.try_into().unwrap()) as usize,
+            ),
+            n => (2, n as usize),
+        };
+        let payload = b.get(hdr..hdr + len)?;
+        let frame = match b[0] & 0x0f {
+            0x1 => ServerFrame::Text(
+                String::from_utf8(payload.to_vec()).expect("the server sent invalid UTF-8"),
+            ),
+            0x8 => ServerFrame::Close(
+                (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]])),
+            ),
+            op => ServerFrame::Other(op),
+        };
+        Some((frame, hdr + len))
+    }
+}
