@@ -11,10 +11,13 @@
 #     publish, close) and REST requests, back to back.
 #
 # Prints the server's RSS at start, every 5 s, and at the end, and exits
-# non-zero if the server died, stopped answering, or a normal subscriber
-# lost an event.
+# non-zero if the server died, stopped answering, a normal subscriber lost,
+# duplicated or reordered an event, the stalled reader was not cut off by the
+# server, or the server's RSS at the end, once the load is gone,
+# is more than MAX_RSS_GROWTH_KB above its RSS at start.
 #
 # Usage: scripts/soak.sh [SECONDS]      (default 60)
+# Env:   MAX_RSS_GROWTH_KB=16384        the memory the server may keep
 set -euo pipefail
 
 source "$(dirname "$0")/lib.sh"
@@ -31,6 +34,8 @@ start_server "$work/server.log" "$bin" --host 127.0.0.1 --port 0 --log-level inf
 echo "soak: server pid $server on $url for $seconds s"
 echo "soak: RSS at start: $(rss)"
 
+# The baseline for the memory check at the end: the idle server.
+rss_start=$(rss)
 "$bin" bench fanout --url "$url" --publishers 2 --subscribers 20 --topics 4 \
 	--rate 2000 --warmup 0 --duration "$seconds" >"$work/fanout.json" 2>"$work/fanout.txt" &
 benches=($!)
@@ -80,5 +85,21 @@ echo "soak: RSS peak ${peak} kB, at end: $(rss)"
 for f in fanout slow; do
 	[[ $(field lost "$work/$f.json") == 0 ]] || fail "$f: events lost"
 	[[ $(field duplicates "$work/$f.json") == 0 ]] || fail "$f: duplicates"
+	[[ $(field order_violations "$work/$f.json") == 0 ]] || fail "$f: events out of order"
 done
+# The stalled reader must have been cut off by the server as a slow consumer
+# (it never reads, so it never sees the 1008 close frame queued for it: the
+# server drops the socket after the grace period).
+stalled=$(grep -o '"stalled":{[^}]*}[^}]*}' "$work/slow.json" || true)
+echo "soak: the stalled reader: ${stalled:-nothing reported}"
+[[ $stalled == *'"closed_by_server":true'* ]] ||
+	fail "the stalled reader was not cut off by the server: ${stalled:-no outcome in slow.json}"
+# Memory given back: the RSS with the load gone, against the RSS at start.
+max_growth=${MAX_RSS_GROWTH_KB:-16384}
+start_kb=${rss_start%% *}
+end_kb=$(rss)
+end_kb=${end_kb%% *}
+growth=$((end_kb - start_kb))
+echo "soak: RSS growth over the run: ${growth} kB (bound ${max_growth} kB)"
+((growth <= max_growth)) || fail "the server kept ${growth} kB more than at start (bound ${max_growth} kB)"
 echo "soak: ok"

@@ -5,14 +5,20 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::time::Duration;
 
+use common::extra::*;
 use common::*;
 use serde_json::json;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 /// A raw WebSocket: the handshake done by hand, frames written as given.
 fn raw_ws(s: &Server) -> TcpStream {
-    let mut c = TcpStream::connect(s.addr).unwrap();
+    raw_ws_over(TcpStream::connect(s.addr).unwrap())
+}
+
+/// The same handshake over a stream the caller prepared.
+fn raw_ws_over(mut c: TcpStream) -> TcpStream {
     c.set_read_timeout(Some(TIMEOUT)).unwrap();
     c.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
     let mut head = Vec::new();
@@ -173,24 +179,127 @@ fn a_ping_flood_is_answered_without_growing_without_bound() {
 }
 
 #[test]
+fn a_ping_flood_from_a_client_that_never_reads_is_pushed_back() {
+    // The pongs to a client that does not read them are answers like any
+    // other: past the outbound limit the server stops reading the client, so
+    // TCP pushes back on the flood and only about a limit's worth of pongs
+    // is ever queued, however long the client keeps trying.
+    const LIMIT: usize = 16 << 10;
+    let s = start_with(|c| c.outbound_limit = LIMIT);
+    let mut c = raw_ws_over(small_buffers_stream(s.addr, 4096, 4096));
+    let ping = frame(0x9, true, true, &[b'p'; 125]);
+    let mut flood = Flood::new(ping.clone());
+    // Without push-back the server reads (and queues pongs) forever; with it,
+    // the client stalls once the kernel's buffers on both sides are full.
+    let cap = 2 * send_buffer_max() + receive_buffer_max() + LIMIT + (1 << 20);
+    assert!(
+        flood.until_blocked(&mut c, Duration::from_millis(500), cap),
+        "{} bytes of pings went in and the server never stopped reading",
+        flood.bytes
+    );
+    // The server is alive and not reading this client: its byte counter
+    // moves by exactly our own /metrics request.
+    let before = metric(s.addr, "pubsubd_received_bytes_total");
+    // Not an event to wait for but an absence to observe: give it time.
+    std::thread::sleep(Duration::from_millis(200));
+    let received = metric(s.addr, "pubsubd_received_bytes_total");
+    assert_eq!(
+        received - before,
+        METRICS_REQUEST.len() as u64,
+        "the server kept reading a client over its outbound limit"
+    );
+    // Pongs queued = pongs made (a ping frame of 131 bytes makes a pong of
+    // 127) less what was written to the socket: about the limit plus one
+    // read's worth (64 KiB), not the megabytes of pings sent.
+    let sent = metric(s.addr, "pubsubd_sent_bytes_total");
+    let queued = (received * 127 / 131).saturating_sub(sent);
+    println!(
+        "pushed back after {} bytes of pings; ~{queued} bytes of pongs queued",
+        flood.bytes
+    );
+    assert!(
+        queued < (LIMIT + (128 << 10)) as u64,
+        "{queued} bytes of pongs queued for a client that never reads ({} bytes of pings sent)",
+        flood.bytes
+    );
+    // Once the client reads, the server reads again: every ping is answered
+    // and a request sent after the flood gets its answer, in order.
+    let mut writer = c.try_clone().unwrap();
+    let finisher = std::thread::spawn(move || {
+        flood.finish_frame(&mut writer);
+        writer
+            .write_all(&frame(
+                0x1,
+                true,
+                true,
+                br#"{"type":"ping","request_id":"after"}"#,
+            ))
+            .unwrap();
+        flood.frames
+    });
+    let mut tail = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let mut total = 0usize;
+    while !String::from_utf8_lossy(&tail).contains(r#""request_id":"after""#) {
+        let n = c.read(&mut chunk).expect("answer after the flood");
+        assert!(n > 0, "closed during a ping flood");
+        total += n;
+        tail.extend_from_slice(&chunk[..n]);
+        let keep = tail.len().saturating_sub(256);
+        tail.drain(..keep);
+    }
+    let pings = finisher.join().unwrap();
+    // Every pong frame is 127 bytes; the answer after them is small.
+    assert!(
+        total as u64 >= pings * 127,
+        "{total} bytes for {pings} pings"
+    );
+    still_serving(&s);
+}
+
+#[test]
 fn abrupt_disconnects_with_queued_output_cost_nothing() {
-    let s = start();
+    // Large enough that every subscriber has output queued past what the
+    // kernel holds for it, and no overflow cuts it first.
+    let s = start_with(|c| c.outbound_limit = 64 << 20);
     create_topic(s.addr, "t");
-    for _ in 0..20 {
-        let mut ws = Ws::connect_stalling(s.addr);
-        ws.subscribe("t", &uuid(), 0);
-        drop(ws);
-    }
+    let subs: Vec<Ws> = (0..20)
+        .map(|_| {
+            let mut ws = Ws::connect_stalling(s.addr);
+            ws.subscribe("t", &uuid(), 0);
+            ws
+        })
+        .collect();
+    let events = events_past_the_kernel(2048, 0);
     let mut publisher = Ws::connect(s.addr);
-    for n in 0..200 {
-        assert_eq!(
-            publisher.publish("t", json!({"n": n, "pad": "p".repeat(2000)}))["type"],
-            "ack"
-        );
+    for n in 0..events {
+        publisher.send(json!({"type":"publish","topic":"t","message":{"id":uuid(),"payload":{"n": n, "pad": "p".repeat(2000)}}}));
+        if n % 100 == 99 {
+            for _ in 0..100 {
+                assert_eq!(publisher.recv()["type"], "ack");
+            }
+        }
     }
+    for _ in 0..events % 100 {
+        assert_eq!(publisher.recv()["type"], "ack");
+    }
+    // Output really is queued: of what was delivered, a quarter of a
+    // kernel send buffer per subscriber at least has not been written yet.
+    let delivered_bytes = 20 * events * 2000;
+    let sent = metric(s.addr, "pubsubd_sent_bytes_total");
+    assert!(
+        delivered_bytes.saturating_sub(sent) > 20 * send_buffer_max() as u64 / 4,
+        "{sent} of {delivered_bytes} bytes written: nothing much queued for 20 stalled readers"
+    );
+    // Now they vanish, with unread data (a reset) and queued output.
+    drop(subs);
     wait_until("every dropped subscriber to be cleaned up", || {
         health(s.addr)["subscribers"] == 0
     });
+    wait_until("their connections to be gone", || {
+        health(s.addr)["connections"] == 2 // the publisher and this request
+    });
+    assert_eq!(publisher.publish("t", json!("after"))["type"], "ack");
     still_serving(&s);
 }
 

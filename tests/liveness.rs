@@ -49,13 +49,17 @@ fn a_silent_websocket_is_closed_after_the_idle_timeout() {
 
 #[test]
 fn a_client_that_answers_pings_stays_connected() {
+    // An idle timeout of 1 s is 4 heartbeats: the client would have to miss
+    // four in a row (or the test thread be kept off the CPU for a second) to
+    // be cut, so a loaded machine does not make this flaky.
     let s = start_with(|c| {
-        c.heartbeat = Duration::from_millis(100);
-        c.idle_timeout = Duration::from_millis(300);
+        c.heartbeat = Duration::from_millis(250);
+        c.idle_timeout = Duration::from_secs(1);
     });
     let mut ws = Ws::connect(s.addr);
-    // Reading lets tungstenite answer each ping frame with a pong.
-    let until = Instant::now() + Duration::from_millis(1200);
+    // Reading lets tungstenite answer each ping frame with a pong; the
+    // connection outlives the idle timeout three times over.
+    let until = Instant::now() + Duration::from_secs(3);
     let mut pings = 0;
     while Instant::now() < until {
         if let Message::Ping(_) = ws.ws.read().expect("still connected") {

@@ -67,36 +67,73 @@ fn replayed_events_keep_their_original_stamp() {
 
 #[test]
 fn replay_races_no_live_publish() {
-    // Publishes keep arriving while subscribers join with last_n: each sees a
-    // contiguous run of sequence numbers (no gap, no duplicate).
+    // Subscribers join with last_n while publishes are in flight: halfway
+    // through sending a window of publishes (their acks not read yet), the
+    // publisher lets a connected subscriber send its subscribe, so the
+    // subscribe lands among the publishes, on the seam between replay and
+    // live delivery. Each
+    // subscriber sees the last 20 events kept at its subscribe, then every
+    // live event: a contiguous run (no gap, no duplicate) to the end.
+    const TOTAL: u64 = 400;
+    const WINDOW: u64 = 40;
     let s = start_with(|c| c.history = 50);
     create_topic(s.addr, "race");
     let addr = s.addr;
+    let (in_flight_tx, in_flight_rx) = std::sync::mpsc::channel();
+    let (joined_tx, joined_rx) = std::sync::mpsc::channel::<()>();
     let publisher = std::thread::spawn(move || {
         let mut p = Ws::connect(addr);
-        for n in 0..400 {
-            assert_eq!(p.publish("race", json!(n))["type"], "ack");
+        for window in 0..TOTAL / WINDOW {
+            // Every other window, a subscriber joins while this one is in flight.
+            let joins = window % 2 == 1;
+            for i in 0..WINDOW {
+                if joins && i == WINDOW / 2 {
+                    in_flight_tx.send(window * WINDOW).unwrap();
+                }
+                let n = window * WINDOW + i;
+                p.send(
+                    json!({"type":"publish","topic":"race","message":{"id":uuid(),"payload":n}}),
+                );
+            }
+            if joins {
+                joined_rx.recv().unwrap();
+            }
+            for _ in 0..WINDOW {
+                assert_eq!(p.recv()["type"], "ack");
+            }
         }
     });
+    let mut waiting: Vec<Ws> = (0..TOTAL / WINDOW / 2)
+        .map(|_| Ws::connect(s.addr))
+        .collect();
     let mut joined = Vec::new();
-    for i in 0..5 {
-        let mut ws = Ws::connect(s.addr);
+    // `acked`: publishes acked before the window in flight.
+    for (i, acked) in in_flight_rx.iter().enumerate() {
+        let mut ws = waiting.pop().expect("one subscriber per join");
         ws.subscribe("race", &format!("j{i}"), 20);
-        joined.push(ws);
+        joined_tx.send(()).unwrap();
+        joined.push((acked, ws));
     }
     publisher.join().unwrap();
-    for mut ws in joined {
+    assert_eq!(joined.len() as u64, TOTAL / WINDOW / 2);
+    for (acked, mut ws) in joined {
         let mut seen = Vec::new();
         loop {
             let v = ws.recv();
             let n = v["message"]["payload"].as_u64().unwrap();
             seen.push(n);
-            if n == 399 {
+            if n == TOTAL - 1 {
                 break;
             }
         }
         let first = seen[0];
-        assert_eq!(seen, (first..=399).collect::<Vec<_>>(), "gap or duplicate");
+        assert_eq!(seen, (first..TOTAL).collect::<Vec<_>>(), "gap or duplicate");
+        // The subscribe met between `acked` and `acked + WINDOW` events
+        // kept: the replay starts 20 before that.
+        assert!(
+            (acked - 20..=acked + WINDOW - 20).contains(&first),
+            "replay from {first} for a subscribe after {acked} acked publishes"
+        );
     }
 }
 
@@ -284,4 +321,24 @@ fn closing_a_connection_removes_its_subscriptions() {
     let mut again = Ws::connect(s.addr);
     again.subscribe("a", "abrupt", 0);
     again.ping();
+}
+
+#[test]
+#[ignore = "server bug: a null payload is refused as a missing field; un-ignore once fixed"]
+fn a_null_payload_is_published_like_any_other_json_value() {
+    // Protocol §1: message.payload is any JSON value, and null is one.
+    let s = start();
+    create_topic(s.addr, "t");
+    let mut sub = Ws::connect(s.addr);
+    sub.subscribe("t", "s", 0);
+    let mut publisher = Ws::connect(s.addr);
+    let answer = publisher.publish("t", Value::Null);
+    assert_eq!(answer["type"], "ack", "{answer}");
+    let event = sub.recv();
+    assert_eq!(event["type"], "event", "{event}");
+    assert!(
+        event["message"]
+            .as_object()
+            .is_some_and(|m| m.get("payload") == Some(&Value::Null))
+    );
 }

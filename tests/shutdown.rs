@@ -3,73 +3,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
 
+use common::extra::*;
 use common::*;
 use serde_json::json;
 use tungstenite::protocol::frame::coding::CloseCode;
-
-/// The server binary, killed on drop so a failing test never leaks it.
-struct Binary {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Binary {
-    fn start(args: &[&str]) -> Binary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pubsubd"))
-            .args(["--host", "127.0.0.1", "--port", "0", "--log-level", "info"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start pubsubd");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(TIMEOUT)
-            .expect("the server logs its address")
-            .parse()
-            .unwrap();
-        Binary { child, addr }
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill() on the PID of a child this test started and still owns.
-        assert_eq!(
-            unsafe { libc::kill(self.child.id() as libc::pid_t, sig) },
-            0
-        );
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> (ExitStatus, Duration) {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, started.elapsed());
-            }
-            assert!(started.elapsed() < within, "still running after {within:?}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn event_numbers_then_shutdown(ws: &mut Ws) -> Vec<u64> {
     let mut seen = Vec::new();
@@ -85,28 +26,37 @@ fn event_numbers_then_shutdown(ws: &mut Ws) -> Vec<u64> {
 
 #[test]
 fn sigterm_flushes_queued_events_then_closes_with_1001_and_exits_0() {
-    let mut server = Binary::start(&["--shutdown-timeout", "5"]);
+    // An outbound limit no test reaches: everything published stays queued.
+    let mut server = Binary::start(&["--shutdown-timeout", "5", "--outbound-limit", "268435456"]);
     create_topic(server.addr, "t");
     let mut subs: Vec<Ws> = (0..3)
         .map(|i| {
-            let mut ws = Ws::connect(server.addr);
+            let mut ws = Ws::connect_stalling(server.addr);
             ws.subscribe("t", &format!("s{i}"), 0);
             ws
         })
         .collect();
     let mut publisher = Ws::connect(server.addr);
-    // 2 000 events of 1 KiB, none read yet: they sit in queues and kernel buffers.
-    for n in 0..2000u64 {
+    // Events of 1 KiB, none read yet, more than the kernel holds for a
+    // reader (sized from tcp_wmem): some sit in the server's own queues, so
+    // the shutdown must flush them.
+    let events = events_past_the_kernel(1024, 0);
+    for n in 0..events {
         publisher.send(json!({"type":"publish","topic":"t","message":{"id":uuid(),"payload":{"n":n,"pad":"x".repeat(1000)}}}));
+        if n % 100 == 99 {
+            for _ in 0..100 {
+                assert_eq!(publisher.recv()["type"], "ack");
+            }
+        }
     }
-    for _ in 0..2000 {
+    for _ in 0..events % 100 {
         assert_eq!(publisher.recv()["type"], "ack");
     }
     server.signal(libc::SIGTERM);
     for ws in &mut subs {
         assert_eq!(
             event_numbers_then_shutdown(ws),
-            (0..2000).collect::<Vec<_>>()
+            (0..events).collect::<Vec<_>>()
         );
         assert_eq!(ws.expect_close(), Some(CloseCode::Away));
     }
@@ -131,11 +81,21 @@ fn an_http_request_in_flight_gets_its_response() {
         .as_bytes(),
     )
     .unwrap();
-    // Make sure the server has seen the head before the signal.
-    wait_until("the request to be counted", || {
-        let m = http(server.addr, "GET", "/metrics", None);
-        String::from_utf8_lossy(&m.body).contains("pubsubd_received_bytes_total")
-            && health(server.addr)["connections"].as_u64() == Some(2)
+    // Make sure the server has read the head before the signal: its byte
+    // counter covers the head, beyond what our own /metrics requests added.
+    let head_len = format!(
+        "POST /topics HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .len() as u64;
+    let mut looks = 0u64;
+    wait_until("the request head to be read", || {
+        looks += 1;
+        let received = metric(server.addr, "pubsubd_received_bytes_total");
+        received >= head_len + looks * METRICS_REQUEST.len() as u64
+    });
+    wait_until("the request's connection to be counted", || {
+        health(server.addr)["connections"].as_u64() == Some(2)
     });
     server.signal(libc::SIGTERM);
     // The body goes out only once the server is shutting down.
@@ -153,16 +113,23 @@ fn an_http_request_in_flight_gets_its_response() {
 
 #[test]
 fn a_reader_that_never_reads_cannot_hold_shutdown_past_the_timeout() {
-    let mut server = Binary::start(&["--shutdown-timeout", "1"]);
+    // Events past what the kernel holds (sized from tcp_wmem), all kept queued.
+    let mut server = Binary::start(&["--shutdown-timeout", "1", "--outbound-limit", "268435456"]);
+    let events = events_past_the_kernel(1024, 0);
     create_topic(server.addr, "t");
     let mut stalled = Ws::connect_stalling(server.addr);
     stalled.subscribe("t", "stalled", 0);
     let mut publisher = Ws::connect(server.addr);
-    for n in 0..3000u64 {
+    for n in 0..events {
         publisher.send(json!({"type":"publish","topic":"t","message":{"id":uuid(),"payload":{"n":n,"pad":"y".repeat(1000)}}}));
+        if n % 100 == 99 {
+            for _ in 0..100 {
+                assert_eq!(publisher.recv()["type"], "ack");
+            }
+        }
     }
-    for _ in 0..3000 {
-        publisher.recv();
+    for _ in 0..events % 100 {
+        assert_eq!(publisher.recv()["type"], "ack");
     }
     server.signal(libc::SIGINT);
     let (status, took) = server.wait_exit(Duration::from_secs(4));
@@ -175,16 +142,23 @@ fn a_reader_that_never_reads_cannot_hold_shutdown_past_the_timeout() {
 
 #[test]
 fn a_second_signal_exits_at_once() {
-    let mut server = Binary::start(&["--shutdown-timeout", "30"]);
+    // Events past what the kernel holds (sized from tcp_wmem), all kept queued.
+    let mut server = Binary::start(&["--shutdown-timeout", "30", "--outbound-limit", "268435456"]);
+    let events = events_past_the_kernel(1024, 0);
     create_topic(server.addr, "t");
     let mut stalled = Ws::connect_stalling(server.addr);
     stalled.subscribe("t", "stalled", 0);
     let mut publisher = Ws::connect(server.addr);
-    for n in 0..3000u64 {
+    for n in 0..events {
         publisher.send(json!({"type":"publish","topic":"t","message":{"id":uuid(),"payload":{"n":n,"pad":"z".repeat(1000)}}}));
+        if n % 100 == 99 {
+            for _ in 0..100 {
+                assert_eq!(publisher.recv()["type"], "ack");
+            }
+        }
     }
-    for _ in 0..3000 {
-        publisher.recv();
+    for _ in 0..events % 100 {
+        assert_eq!(publisher.recv()["type"], "ack");
     }
     server.signal(libc::SIGTERM);
     // The first signal closed the listener: wait for that, then signal again.

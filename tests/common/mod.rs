@@ -557,3 +557,4 @@ pub fn refusing_port() -> RefusingPort {
         }
     }
 }
+pub mod extra;
