@@ -90,8 +90,14 @@ struct Parts<'a> {
 struct MessageParts<'a> {
     #[serde(borrow)]
     id: Option<Text<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     payload: Option<&'a RawValue>,
+}
+
+/// A field that is there, whatever its value: `null` included (serde reads a
+/// null into `None`, which would make a null payload look missing).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// A JSON string, borrowed from the message when it has no escapes (serde
@@ -221,7 +227,7 @@ fn parse_slowly<'a>(text: &'a str, typed_err: &serde_json::Error) -> Incoming<'a
 struct RawMessage<'a> {
     #[serde(borrow)]
     id: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     payload: Option<&'a RawValue>,
 }
 
@@ -233,8 +239,12 @@ fn typed<'a>(raw: Option<&'a RawValue>, wrong_type: &str) -> Result<Option<Text<
 /// request_id is echoed verbatim, so only a string or a number is taken, and
 /// never one that strict JSON parsers would refuse.
 fn echoable(raw: &str) -> bool {
-    (raw.starts_with('"') || raw.starts_with('-') || raw.as_bytes()[0].is_ascii_digit())
-        && !has_lone_surrogate(raw)
+    if raw.starts_with('"') {
+        return !has_lone_surrogate(raw);
+    }
+    // A number beyond f64 (1e999) is JSON, but strict parsers refuse it.
+    (raw.starts_with('-') || raw.as_bytes()[0].is_ascii_digit())
+        && raw.parse::<f64>().is_ok_and(f64::is_finite)
 }
 
 /// Whether raw JSON text holds a `\uD800`–`\uDFFF` escape that is not part of
@@ -805,6 +815,35 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"type":"info","msg":"messages_dropped","dropped":12,"ts":ts})
+        );
+    }
+
+    #[test]
+    fn a_null_payload_is_a_value_and_a_missing_one_is_refused() {
+        let id = "550e8400-e29b-41d4-a716-446655440000";
+        let null =
+            format!(r#"{{"type":"publish","topic":"t","message":{{"id":"{id}","payload":null}}}}"#);
+        match parse(&null).request {
+            Ok(Request::Publish { payload, .. }) => assert_eq!(payload.get(), "null"),
+            other => panic!("{other:?}"),
+        }
+        // The slow path (a field of the wrong type elsewhere) keeps it too.
+        let slow = format!(
+            r#"{{"type":"publish","topic":"t","last_n":"x","message":{{"id":"{id}","payload":null}}}}"#
+        );
+        assert!(refused(&slow).contains("last_n"));
+        let missing = format!(r#"{{"type":"publish","topic":"t","message":{{"id":"{id}"}}}}"#);
+        assert!(refused(&missing).contains("missing field 'message.payload'"));
+    }
+
+    #[test]
+    fn a_request_id_beyond_f64_is_not_echoed() {
+        let p = parse(r#"{"type":"ping","request_id":1e999}"#);
+        assert_eq!(p.request_id, None);
+        assert!(p.request.is_err());
+        assert_eq!(
+            parse(r#"{"type":"ping","request_id":-12.5e3}"#).request_id,
+            Some("-12.5e3")
         );
     }
 }

@@ -324,7 +324,6 @@ fn closing_a_connection_removes_its_subscriptions() {
 }
 
 #[test]
-#[ignore = "server bug: a null payload is refused as a missing field; un-ignore once fixed"]
 fn a_null_payload_is_published_like_any_other_json_value() {
     // Protocol §1: message.payload is any JSON value, and null is one.
     let s = start();
