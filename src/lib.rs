@@ -18,6 +18,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 mod conn;
+mod dashboard;
 pub mod http;
 pub mod io;
 mod metrics;

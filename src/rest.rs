@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use crate::broker::{Broker, BrokerError, ConnId};
+use crate::dashboard;
 use crate::http::{self, Request};
 use crate::metrics::{self, Counters, Gauges};
 use crate::protocol::valid_topic;
@@ -13,6 +14,8 @@ pub struct Reply {
     pub content_type: &'static str,
     pub body: Vec<u8>,
     pub allow: Option<&'static str>,
+    /// Further response headers.
+    pub headers: &'static [(&'static str, &'static str)],
     /// A deleted topic and the connections subscribed to it, to be told.
     pub deleted: Option<(String, Vec<ConnId>)>,
 }
@@ -24,6 +27,7 @@ impl Reply {
             content_type: "application/json",
             body: body.to_string().into_bytes(),
             allow: None,
+            headers: &[],
             deleted: None,
         }
     }
@@ -76,6 +80,22 @@ pub fn route(req: &Request, broker: &mut Broker, view: &View<'_>) -> Reply {
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
                 body: metrics::render(view.counters, &view.gauges).into_bytes(),
                 ..Reply::json(200, json!(null))
+            },
+            _ => Reply::not_allowed("GET"),
+        },
+        "/dashboard" => match method {
+            "GET" => Reply {
+                content_type: dashboard::CONTENT_TYPE,
+                body: dashboard::PAGE.as_bytes().to_vec(),
+                headers: dashboard::HEADERS,
+                ..Reply::json(200, json!(null))
+            },
+            _ => Reply::not_allowed("GET"),
+        },
+        "/" => match method {
+            "GET" => Reply {
+                headers: dashboard::REDIRECT_HEADERS,
+                ..Reply::json(302, json!({ "location": "dashboard" }))
             },
             _ => Reply::not_allowed("GET"),
         },

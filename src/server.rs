@@ -586,7 +586,9 @@ impl Server {
             !close
         };
 
-        let exempt = req.method == "GET" && req.path == "/health";
+        // The dashboard page is static and holds no data; it asks for a key itself.
+        let exempt =
+            req.method == "GET" && matches!(req.path.as_str(), "/health" | "/dashboard" | "/");
         if !self.config.api_keys.is_empty() && !exempt {
             let presented = req.api_key.clone().or_else(|| {
                 (req.path == "/ws")
@@ -648,7 +650,12 @@ impl Server {
                 }
             }
         }
-        let headers: Vec<(&str, &str)> = reply.allow.map(|a| ("Allow", a)).into_iter().collect();
+        let headers: Vec<(&str, &str)> = reply
+            .allow
+            .map(|a| ("Allow", a))
+            .into_iter()
+            .chain(reply.headers.iter().copied())
+            .collect();
         let response = http::response(
             reply.status,
             reply.content_type,
