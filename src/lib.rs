@@ -17,6 +17,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod core;
+mod dashboard;
 pub mod flags;
 pub mod http;
 pub mod io;

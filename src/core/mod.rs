@@ -97,7 +97,9 @@ impl Core {
 
     /// Whether an HTTP request (REST or handshake) may proceed (§6).
     pub fn authorize(&self, req: &Request) -> Result<(), Refusal> {
-        let exempt = req.method == "GET" && req.path == "/health";
+        // The dashboard page is static and holds no data; it asks for a key itself.
+        let exempt =
+            req.method == "GET" && matches!(req.path.as_str(), "/health" | "/dashboard" | "/");
         if self.api_keys.is_empty() || exempt {
             return Ok(());
         }

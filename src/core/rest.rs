@@ -4,6 +4,7 @@ use serde_json::json;
 
 use super::ConnId;
 use super::broker::{Broker, BrokerError};
+use crate::dashboard;
 use crate::http::{self, Request};
 use crate::metrics::{self, Counters, Gauges, IoCounters};
 use crate::protocol::valid_topic;
@@ -14,6 +15,8 @@ pub struct Reply {
     pub content_type: &'static str,
     pub body: Vec<u8>,
     pub allow: Option<&'static str>,
+    /// Further response headers.
+    pub headers: &'static [(&'static str, &'static str)],
     /// A deleted topic and the connections subscribed to it, to be told.
     pub deleted: Option<(String, Vec<ConnId>)>,
 }
@@ -25,6 +28,7 @@ impl Reply {
             content_type: "application/json",
             body: body.to_string().into_bytes(),
             allow: None,
+            headers: &[],
             deleted: None,
         }
     }
@@ -77,6 +81,22 @@ pub fn route(req: &Request, broker: &mut Broker, counters: &Counters, view: &Vie
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
                 body: metrics::render(counters, &view.io, &view.gauges).into_bytes(),
                 ..Reply::json(200, json!(null))
+            },
+            _ => Reply::not_allowed("GET"),
+        },
+        "/dashboard" => match method {
+            "GET" => Reply {
+                content_type: dashboard::CONTENT_TYPE,
+                body: dashboard::PAGE.as_bytes().to_vec(),
+                headers: dashboard::HEADERS,
+                ..Reply::json(200, json!(null))
+            },
+            _ => Reply::not_allowed("GET"),
+        },
+        "/" => match method {
+            "GET" => Reply {
+                headers: dashboard::REDIRECT_HEADERS,
+                ..Reply::json(302, json!({ "location": "dashboard" }))
             },
             _ => Reply::not_allowed("GET"),
         },

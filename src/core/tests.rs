@@ -275,13 +275,19 @@ fn fan_out_is_the_entry_point_for_events_from_elsewhere() {
 }
 
 #[test]
-fn authorization_exempts_health_only() {
+fn authorization_exempts_health_and_the_dashboard_page_only() {
     let core = core(|c| c.api_keys = vec!["k1".into(), "k2".into()]);
     let mut req = request("GET", "/topics", "");
     assert_eq!(core.authorize(&req), Err(Refusal::Unauthorized));
     req.api_key = Some("k2".into());
     assert_eq!(core.authorize(&req), Ok(()));
-    assert_eq!(core.authorize(&request("GET", "/health", "")), Ok(()));
+    for open in ["/health", "/dashboard", "/"] {
+        assert_eq!(core.authorize(&request("GET", open, "")), Ok(()));
+    }
+    assert_eq!(
+        core.authorize(&request("POST", "/dashboard", "")),
+        Err(Refusal::Unauthorized)
+    );
     let mut ws = request("GET", "/ws", "");
     ws.query = Some("api_key=k1".into());
     assert_eq!(core.authorize(&ws), Ok(()));

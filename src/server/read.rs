@@ -180,7 +180,12 @@ impl Server {
         };
         let ts = self.net.stamp();
         let reply = self.core.rest(req, &view, ts.as_str(), &mut self.net);
-        let headers: Vec<(&str, &str)> = reply.allow.map(|a| ("Allow", a)).into_iter().collect();
+        let headers: Vec<(&str, &str)> = reply
+            .allow
+            .map(|a| ("Allow", a))
+            .into_iter()
+            .chain(reply.headers.iter().copied())
+            .collect();
         let response = http::response(
             reply.status,
             reply.content_type,

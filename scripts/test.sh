@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The whole test suite, browser included: `cargo test` (the browser tests are
+# #[ignore]d there), then the dashboard's tests in headless Chromium.
+#
+# Installs what is missing with apt-get (Debian): chromium, which the browser
+# tests drive over the DevTools protocol (no chromedriver needed), and curl,
+# which the smoke scripts use. Without Chromium the browser tests fail; they
+# never skip.
+#
+# Usage: scripts/test.sh [extra cargo test args, e.g. --release]
+# Env:   CHROMIUM   a Chromium/Chrome binary to use instead of `chromium` on PATH
+#        TEST_TIMEOUT=1800  seconds allowed for each cargo test run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TEST_TIMEOUT=${TEST_TIMEOUT:-1800}
+
+have_chromium() {
+	[[ -n "${CHROMIUM:-}" ]] && return 0
+	local name
+	for name in chromium chromium-browser google-chrome google-chrome-stable; do
+		command -v "$name" >/dev/null && return 0
+	done
+	return 1
+}
+
+missing=()
+have_chromium || missing+=(chromium)
+command -v curl >/dev/null || missing+=(curl)
+if ((${#missing[@]})); then
+	if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+		echo "== apt-get install ${missing[*]}"
+		timeout 900 apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive timeout 900 \
+			apt-get install -y -qq "${missing[@]}" >/dev/null
+	else
+		echo "scripts/test.sh: missing ${missing[*]}; install them (e.g. apt-get install ${missing[*]})" >&2
+		echo "or set CHROMIUM=/path/to/chrome. The browser tests fail without a browser." >&2
+	fi
+fi
+
+echo "== cargo test"
+timeout "$TEST_TIMEOUT" cargo test "$@"
+echo "== cargo test --test dashboard -- --ignored (headless Chromium)"
+timeout "$TEST_TIMEOUT" cargo test "$@" --test dashboard -- --ignored
+echo "== screenshots: target/dashboard.png target/dashboard-dark.png target/dashboard-phone.png"
