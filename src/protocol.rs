@@ -41,7 +41,7 @@ pub enum Request<'a> {
     Subscribe {
         topic: Cow<'a, str>,
         client_id: Cow<'a, str>,
-        last_n: u64,
+        replay: Replay<'a>,
     },
     Unsubscribe {
         topic: Cow<'a, str>,
@@ -55,6 +55,18 @@ pub enum Request<'a> {
         payload: &'a RawValue,
     },
     Ping,
+}
+
+/// What a subscribe asks to be sent before live events (§2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay<'a> {
+    /// The `last_n` most recent kept events (0: none).
+    Last(u64),
+    /// Every kept event after `seq` (`since`), in `epoch` when given.
+    Since {
+        seq: u64,
+        epoch: Option<Cow<'a, str>>,
+    },
 }
 
 /// One parsed client message: what to echo in the answer, and the request or
@@ -80,6 +92,9 @@ struct Parts<'a> {
     #[serde(borrow)]
     client_id: Option<Text<'a>>,
     last_n: Option<u64>,
+    since: Option<u64>,
+    #[serde(borrow)]
+    epoch: Option<Text<'a>>,
     #[serde(borrow)]
     request_id: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -140,6 +155,10 @@ struct RawParts<'a> {
     #[serde(borrow)]
     last_n: Option<&'a RawValue>,
     #[serde(borrow)]
+    since: Option<&'a RawValue>,
+    #[serde(borrow)]
+    epoch: Option<&'a RawValue>,
+    #[serde(borrow)]
     request_id: Option<&'a RawValue>,
     #[serde(borrow)]
     message: Option<&'a RawValue>,
@@ -181,15 +200,9 @@ fn parse_slowly<'a>(text: &'a str, typed_err: &serde_json::Error) -> Incoming<'a
             kind: typed(raw.kind, "field 'type' must be a string")?,
             topic: typed(raw.topic, "field 'topic' must be a string")?,
             client_id: typed(raw.client_id, "field 'client_id' must be a string")?,
-            last_n: match raw.last_n {
-                None => None,
-                Some(n) => Some(serde_json::from_str::<u64>(n.get()).map_err(|_| {
-                    format!(
-                        "last_n must be a non-negative integer, got {}",
-                        clip(n.get())
-                    )
-                })?),
-            },
+            last_n: count(raw.last_n, "last_n")?,
+            since: count(raw.since, "since")?,
+            epoch: typed(raw.epoch, "field 'epoch' must be a string")?,
             request_id: raw.request_id,
             message: match raw.message {
                 None => None,
@@ -229,6 +242,19 @@ struct RawMessage<'a> {
     id: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     payload: Option<&'a RawValue>,
+}
+
+/// A field that must be a non-negative integer.
+fn count(raw: Option<&RawValue>, name: &str) -> Result<Option<u64>, String> {
+    raw.map(|n| {
+        serde_json::from_str::<u64>(n.get()).map_err(|_| {
+            format!(
+                "{name} must be a non-negative integer, got {}",
+                clip(n.get())
+            )
+        })
+    })
+    .transpose()
 }
 
 fn typed<'a>(raw: Option<&'a RawValue>, wrong_type: &str) -> Result<Option<Text<'a>>, String> {
@@ -289,11 +315,27 @@ fn request(p: Parts<'_>) -> Result<Request<'_>, String> {
         .ok_or("missing field 'type' (subscribe, unsubscribe, publish or ping)")?
         .0;
     match &*kind {
-        "subscribe" => Ok(Request::Subscribe {
-            topic: topic(p.topic)?,
-            client_id: client_id(p.client_id)?,
-            last_n: p.last_n.unwrap_or(0),
-        }),
+        "subscribe" => {
+            let replay = match (p.last_n, p.since) {
+                (Some(_), Some(_)) => {
+                    return Err(
+                        "give last_n or since, not both: since resumes after a seq, \
+                                last_n replays the most recent events"
+                            .into(),
+                    );
+                }
+                (_, Some(seq)) => Replay::Since {
+                    seq,
+                    epoch: p.epoch.map(|e| e.0),
+                },
+                (last_n, None) => Replay::Last(last_n.unwrap_or(0)),
+            };
+            Ok(Request::Subscribe {
+                topic: topic(p.topic)?,
+                client_id: client_id(p.client_id)?,
+                replay,
+            })
+        }
         "unsubscribe" => Ok(Request::Unsubscribe {
             topic: topic(p.topic)?,
             client_id: client_id(p.client_id)?,
@@ -471,13 +513,15 @@ fn close(mut f: FrameBuilder, ts: &str) -> Bytes {
     f.text()
 }
 
-/// `{"type":"event","topic":…,"message":{"id":…,"payload":…},"ts":…}`
+/// `{"type":"event","topic":…,"seq":N,"message":{"id":…,"payload":…},"ts":…}`
 ///
 /// `id` must be a validated UUID: its characters need no escaping.
-pub fn event(topic: &str, id: &str, payload: &RawValue, ts: &str) -> Bytes {
-    let mut f = open("event", 128 + topic.len() + id.len() + payload.get().len());
+pub fn event(topic: &str, seq: u64, id: &str, payload: &RawValue, ts: &str) -> Bytes {
+    let mut f = open("event", 148 + topic.len() + id.len() + payload.get().len());
     let out = f.payload();
     field_topic(out, Some(topic));
+    out.extend_from_slice(b",\"seq\":");
+    push_u64(out, seq);
     out.extend_from_slice(b",\"message\":{\"id\":\"");
     out.extend_from_slice(id.as_bytes());
     out.push(b'"');
@@ -487,16 +531,56 @@ pub fn event(topic: &str, id: &str, payload: &RawValue, ts: &str) -> Bytes {
     close(f, ts)
 }
 
-/// `{"type":"ack","request_id":…,"topic":…,"status":"ok","ts":…}`
-pub fn ack(request_id: Option<&str>, topic: Option<&str>, ts: &str) -> Bytes {
+/// What an `ack` adds to `status`.
+#[derive(Debug, Clone, Copy)]
+pub enum Acked<'a> {
+    /// An unsubscribe.
+    Plain,
+    /// A publish: the event's `seq`.
+    Published { seq: u64 },
+    /// A subscribe: the topic's current `seq` and `epoch`, and with `since`,
+    /// whether everything after it is being sent.
+    Subscribed {
+        seq: u64,
+        epoch: &'a str,
+        recovered: Option<bool>,
+    },
+}
+
+/// `{"type":"ack","request_id":…,"topic":…,"status":"ok",…,"ts":…}`
+pub fn ack(request_id: Option<&str>, topic: Option<&str>, acked: Acked<'_>, ts: &str) -> Bytes {
     let mut f = open(
         "ack",
-        96 + request_id.map_or(4, str::len) + topic.map_or(0, str::len),
+        128 + request_id.map_or(4, str::len) + topic.map_or(0, str::len),
     );
     let out = f.payload();
     field_request_id(out, request_id);
     field_topic(out, topic);
     out.extend_from_slice(b",\"status\":\"ok\"");
+    match acked {
+        Acked::Plain => {}
+        Acked::Published { seq } => {
+            out.extend_from_slice(b",\"seq\":");
+            push_u64(out, seq);
+        }
+        Acked::Subscribed {
+            seq,
+            epoch,
+            recovered,
+        } => {
+            out.extend_from_slice(b",\"seq\":");
+            push_u64(out, seq);
+            out.extend_from_slice(b",\"epoch\":");
+            push_json_string(out, epoch);
+            if let Some(r) = recovered {
+                out.extend_from_slice(if r {
+                    b",\"recovered\":true"
+                } else {
+                    b",\"recovered\":false"
+                });
+            }
+        }
+    }
     close(f, ts)
 }
 
@@ -545,8 +629,23 @@ pub fn messages_dropped(dropped: u64, ts: &str) -> Bytes {
     let mut f = open("info", 112);
     let out = f.payload();
     out.extend_from_slice(b",\"msg\":\"messages_dropped\",\"dropped\":");
-    out.extend_from_slice(dropped.to_string().as_bytes());
+    push_u64(out, dropped);
     close(f, ts)
+}
+
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn push_json_string(out: &mut Vec<u8>, s: &str) {
@@ -581,7 +680,7 @@ mod tests {
         assert_eq!(m.topic, Some("orders"));
         assert!(matches!(
             m.request.unwrap(),
-            Request::Subscribe { topic, client_id, last_n: 5 } if topic == "orders" && client_id == "s1"
+            Request::Subscribe { topic, client_id, replay: Replay::Last(5) } if topic == "orders" && client_id == "s1"
         ));
         let m = parse(r#"{"type":"unsubscribe","topic":"a:b","client_id":"s\u0031"}"#);
         assert_eq!(m.request_id, None);
@@ -780,16 +879,44 @@ mod tests {
     fn encodes_server_messages() {
         let ts = "2025-08-25T10:00:00.123Z";
         let payload = RawValue::from_string(r#"{"n":1}"#.into()).unwrap();
-        let v = json_of(&event("orders", UUID, &payload, ts));
+        let v = json_of(&event(
+            "orders",
+            18_446_744_073_709_551_615,
+            UUID,
+            &payload,
+            ts,
+        ));
         assert_eq!(
             v,
-            serde_json::json!({"type":"event","topic":"orders","message":{"id":UUID,"payload":{"n":1}},"ts":ts})
+            serde_json::json!({"type":"event","topic":"orders","seq":u64::MAX,"message":{"id":UUID,"payload":{"n":1}},"ts":ts})
         );
-        let v = json_of(&ack(Some("\"r1\""), Some("orders"), ts));
+        let v = json_of(&ack(Some("\"r1\""), Some("orders"), Acked::Plain, ts));
         assert_eq!(
             v,
             serde_json::json!({"type":"ack","request_id":"r1","topic":"orders","status":"ok","ts":ts})
         );
+        let v = json_of(&ack(None, Some("o"), Acked::Published { seq: 0 }, ts));
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"ack","request_id":null,"topic":"o","status":"ok","seq":0,"ts":ts})
+        );
+        let subscribed = Acked::Subscribed {
+            seq: 42,
+            epoch: "k3f9a2c1",
+            recovered: Some(false),
+        };
+        let v = json_of(&ack(Some("7"), Some("o"), subscribed, ts));
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"ack","request_id":7,"topic":"o","status":"ok","seq":42,"epoch":"k3f9a2c1","recovered":false,"ts":ts})
+        );
+        let subscribed = Acked::Subscribed {
+            seq: 1,
+            epoch: "e",
+            recovered: None,
+        };
+        let v = json_of(&ack(None, Some("o"), subscribed, ts));
+        assert!(v.get("recovered").is_none() && v["epoch"] == "e" && v["seq"] == 1);
         let v = json_of(&pong(None, ts));
         assert_eq!(
             v,
@@ -844,6 +971,51 @@ mod tests {
         assert_eq!(
             parse(r#"{"type":"ping","request_id":-12.5e3}"#).request_id,
             Some("-12.5e3")
+        );
+    }
+
+    #[test]
+    fn subscribe_takes_last_n_or_since_with_an_epoch() {
+        fn replay(text: &str) -> Replay<'static> {
+            match parse(text).request {
+                Ok(Request::Subscribe {
+                    replay: Replay::Last(n),
+                    ..
+                }) => Replay::Last(n),
+                Ok(Request::Subscribe {
+                    replay: Replay::Since { seq, epoch },
+                    ..
+                }) => Replay::Since {
+                    seq,
+                    epoch: epoch.map(|e| Cow::Owned(e.into_owned())),
+                },
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let base = r#"{"type":"subscribe","topic":"t","client_id":"c""#;
+        assert_eq!(replay(&format!("{base}}}")), Replay::Last(0));
+        assert_eq!(
+            replay(&format!(r#"{base},"since":42,"epoch":"k3f9a2c1"}}"#)),
+            Replay::Since {
+                seq: 42,
+                epoch: Some("k3f9a2c1".into())
+            }
+        );
+        assert_eq!(
+            replay(&format!(r#"{base},"since":0}}"#)),
+            Replay::Since {
+                seq: 0,
+                epoch: None
+            }
+        );
+        assert!(refused(&format!(r#"{base},"since":1,"last_n":2}}"#)).contains("not both"));
+        assert!(
+            refused(&format!(r#"{base},"since":-1}}"#))
+                .contains("since must be a non-negative integer")
+        );
+        assert!(
+            refused(&format!(r#"{base},"since":1,"epoch":5}}"#))
+                .contains("'epoch' must be a string")
         );
     }
 }

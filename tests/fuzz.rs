@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use common::extra::*;
 use common::*;
 use pubsubd::http::Parsed;
-use pubsubd::protocol::{Incoming, Request};
+use pubsubd::protocol::{Incoming, Replay as From, Request};
 use serde_json::{Value, json};
 
 // ---- seed, scale, replay ----
@@ -680,8 +680,15 @@ fn check_expected(text: &str, parsed: &Incoming<'_>, expect: &Expect) {
                 Request::Subscribe {
                     topic,
                     client_id,
-                    last_n,
-                } => ("subscribe", Some(topic), Some(client_id), *last_n, None),
+                    replay,
+                } => {
+                    // The generator sends last_n, never since.
+                    let n = match replay {
+                        From::Last(n) => *n,
+                        From::Since { .. } => panic!("since out of nowhere: {text:?}"),
+                    };
+                    ("subscribe", Some(topic), Some(client_id), n, None)
+                }
                 Request::Unsubscribe { topic, client_id } => {
                     ("unsubscribe", Some(topic), Some(client_id), 0, None)
                 }

@@ -162,7 +162,7 @@ fn auto_create_makes_topics_on_publish_and_subscribe() {
     let topics = http(s.addr, "GET", "/topics", None).json();
     assert_eq!(
         topics,
-        json!({"topics":[{"name":"fresh","subscribers":1},{"name":"other","subscribers":0}]})
+        json!({"topics":[{"name":"fresh","subscribers":1,"seq":0},{"name":"other","subscribers":0,"seq":1}]})
     );
 }
 

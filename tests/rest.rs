@@ -79,7 +79,7 @@ fn list_topics_counts_subscribers() {
     assert_eq!(r.status, 200);
     assert_eq!(
         r.json(),
-        json!({"topics":[{"name":"a","subscribers":2},{"name":"b","subscribers":1}]})
+        json!({"topics":[{"name":"a","subscribers":2,"seq":0},{"name":"b","subscribers":1,"seq":0}]})
     );
 }
 
@@ -124,7 +124,7 @@ fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
     for (method, path, allow) in [
         ("PUT", "/topics", ["GET", "POST"].as_slice()),
         ("DELETE", "/topics", &["GET", "POST"]),
-        ("GET", "/topics/x", &["DELETE"]),
+        ("POST", "/topics/x", &["GET", "DELETE"]),
         ("POST", "/health", &["GET"]),
         ("POST", "/stats", &["GET"]),
         ("POST", "/metrics", &["GET"]),

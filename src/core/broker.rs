@@ -9,6 +9,8 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use crate::protocol::Replay;
+
 pub use super::ConnId;
 
 /// One subscription held on a topic.
@@ -18,7 +20,7 @@ pub struct Subscriber {
     pub client_id: Box<str>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Topic {
     /// Fan-out list: iterated once per publish.
     subscribers: Vec<Subscriber>,
@@ -26,8 +28,13 @@ pub struct Topic {
     position: HashMap<ConnId, usize>,
     /// Which connection holds each client_id, for takeover.
     by_client: HashMap<Box<str>, ConnId>,
-    /// The last `history` event frames, oldest first, shared with subscriber queues.
+    /// The last `history` event frames, oldest first, shared with subscriber
+    /// queues. Their seqs run without a gap up to `seq`.
     history: VecDeque<Bytes>,
+    /// The seq of the last event published (0: none yet).
+    pub seq: u64,
+    /// Made when the topic is created: a re-created topic restarts `seq` in a new epoch.
+    pub epoch: Box<str>,
     /// Events published to the topic.
     pub messages: u64,
     /// Events dropped by the drop-oldest policy on this topic's subscribers.
@@ -37,6 +44,25 @@ pub struct Topic {
 }
 
 impl Topic {
+    pub fn new() -> Topic {
+        Topic {
+            subscribers: Vec::new(),
+            position: HashMap::new(),
+            by_client: HashMap::new(),
+            history: VecDeque::new(),
+            seq: 0,
+            epoch: new_epoch(),
+            messages: 0,
+            dropped: 0,
+            slow_disconnects: 0,
+        }
+    }
+
+    /// The seq of the oldest kept event (`seq + 1` when none is kept).
+    pub fn first_seq(&self) -> u64 {
+        self.seq + 1 - self.history.len() as u64
+    }
+
     pub fn subscribers(&self) -> &[Subscriber] {
         &self.subscribers
     }
@@ -84,6 +110,26 @@ pub enum BrokerError {
     TopicExists,
 }
 
+/// An epoch: 8 random hex digits.
+fn new_epoch() -> Box<str> {
+    let id = uuid::Uuid::new_v4();
+    let mut buf = uuid::Uuid::encode_buffer();
+    id.simple().encode_lower(&mut buf)[..8].into()
+}
+
+/// The seq a `since` resumes after: 0 (the topic's start) when the epoch is
+/// another topic's of the same name, or when the client is ahead of the topic
+/// (a restarted server): either way its seqs mean nothing here.
+fn resume_after(topic: &Topic, replay: &Replay<'_>) -> u64 {
+    match replay {
+        Replay::Since { seq, epoch } => {
+            let foreign = epoch.as_deref().is_some_and(|e| e != &*topic.epoch);
+            if foreign || *seq > topic.seq { 0 } else { *seq }
+        }
+        Replay::Last(_) => topic.seq,
+    }
+}
+
 /// What a subscribe did.
 #[derive(Debug, Default)]
 pub struct Subscribed {
@@ -91,6 +137,11 @@ pub struct Subscribed {
     pub replaced: Option<ConnId>,
     /// History events to send after the ack, oldest first.
     pub replay: Vec<Bytes>,
+    /// The topic's last seq and its epoch, for the ack.
+    pub seq: u64,
+    pub epoch: Box<str>,
+    /// With `since`: whether the replay holds every event after it.
+    pub recovered: Option<bool>,
 }
 
 #[derive(Debug)]
@@ -119,6 +170,11 @@ impl Broker {
         self.topics.len()
     }
 
+    /// Events each topic keeps for replay.
+    pub fn history_capacity(&self) -> usize {
+        self.history
+    }
+
     pub fn subscription_count(&self) -> usize {
         self.subscriptions
     }
@@ -142,7 +198,7 @@ impl Broker {
         if self.topics.contains_key(name) {
             return Err(BrokerError::TopicExists);
         }
-        self.topics.insert(name.into(), Topic::default());
+        self.topics.insert(name.into(), Topic::new());
         Ok(())
     }
 
@@ -169,11 +225,12 @@ impl Broker {
             return Err(BrokerError::TopicNotFound);
         }
         let key: Rc<str> = name.into();
-        self.topics.insert(key.clone(), Topic::default());
+        self.topics.insert(key.clone(), Topic::new());
         Ok(key)
     }
 
-    /// Subscribes `conn` to `name` as `client_id`, replaying up to `last_n` kept events.
+    /// Subscribes `conn` to `name` as `client_id`, replaying kept events as
+    /// `replay` asks (§2): the last N, or every one after a seq.
     ///
     /// A connection that already holds the topic keeps one delivery path and gets
     /// no replay. A client_id held by another connection is taken over.
@@ -182,7 +239,7 @@ impl Broker {
         conn: ConnId,
         name: &str,
         client_id: &str,
-        last_n: u64,
+        replay: &Replay<'_>,
     ) -> Result<Subscribed, BrokerError> {
         let key = self.resolve(name)?;
         let topic = self
@@ -209,16 +266,27 @@ impl Broker {
             topic.by_client.insert(client_id.into(), conn);
         } else {
             topic.insert(conn, client_id);
-            let n = (last_n.min(topic.history.len() as u64)) as usize;
+            let kept = topic.history.len() as u64;
+            let n = match replay {
+                Replay::Last(n) => (*n).min(kept),
+                // Every kept event after the point resumed from.
+                Replay::Since { .. } => (topic.seq - resume_after(topic, replay)).min(kept),
+            };
             done.replay = topic
                 .history
                 .iter()
-                .skip(topic.history.len() - n)
+                .skip((kept - n) as usize)
                 .cloned()
                 .collect();
             self.subscriptions += 1;
             self.held.entry(conn).or_default().push(key.clone());
         }
+        if let Replay::Since { .. } = replay {
+            // Nothing after the point is missing when the history reaches back to it.
+            done.recovered = Some(resume_after(topic, replay) + 1 >= topic.first_seq());
+        }
+        done.seq = topic.seq;
+        done.epoch = topic.epoch.clone();
         if let Some(other) = done.replaced {
             self.subscriptions -= 1;
             self.forget_held(other, &key);
@@ -242,12 +310,17 @@ impl Broker {
         Ok(())
     }
 
-    /// Records a published event frame (creating the topic if auto-create is
-    /// on) and returns the topic, whose `subscribers()` are the connections to
-    /// deliver it to.
-    pub fn publish(&mut self, name: &str, frame: Bytes) -> Result<&Topic, BrokerError> {
+    /// Records a published event (creating the topic if auto-create is on):
+    /// assigns its seq, builds its frame with `frame(seq)` and keeps it in the
+    /// history. Returns the topic, whose `subscribers()` are the connections
+    /// to deliver the frame to, and the frame.
+    pub fn publish(
+        &mut self,
+        name: &str,
+        frame: impl FnOnce(u64) -> Bytes,
+    ) -> Result<(&Topic, Bytes), BrokerError> {
         if self.auto_create && !self.topics.contains_key(name) {
-            self.topics.insert(name.into(), Topic::default());
+            self.topics.insert(name.into(), Topic::new());
         }
         let history = self.history;
         let topic = self
@@ -255,13 +328,15 @@ impl Broker {
             .get_mut(name)
             .ok_or(BrokerError::TopicNotFound)?;
         topic.messages += 1;
+        topic.seq += 1;
+        let frame = frame(topic.seq);
         if history > 0 {
             if topic.history.len() == history {
                 topic.history.pop_front();
             }
-            topic.history.push_back(frame);
+            topic.history.push_back(frame.clone());
         }
-        Ok(topic)
+        Ok((topic, frame))
     }
 
     /// Removes every subscription of a connection that went away.
@@ -324,7 +399,7 @@ mod tests {
         let mut b = Broker::new(3, false);
         b.create_topic("t").unwrap();
         for n in 1..=5 {
-            b.publish("t", frame(n)).unwrap();
+            b.publish("t", |_| frame(n)).unwrap();
         }
         let kept: Vec<u8> = b
             .topic("t")
@@ -335,14 +410,14 @@ mod tests {
             .collect();
         assert_eq!(kept, vec![3, 4, 5]);
         assert_eq!(b.topic("t").unwrap().messages, 5);
-        let s = b.subscribe(id(1), "t", "c", 2).unwrap();
+        let s = b.subscribe(id(1), "t", "c", &Replay::Last(2)).unwrap();
         assert_eq!(
             s.replay.iter().map(|f| f[0]).collect::<Vec<_>>(),
             vec![4, 5]
         );
-        let s = b.subscribe(id(2), "t", "d", 100).unwrap();
+        let s = b.subscribe(id(2), "t", "d", &Replay::Last(100)).unwrap();
         assert_eq!(s.replay.len(), 3);
-        let s = b.subscribe(id(3), "t", "e", 0).unwrap();
+        let s = b.subscribe(id(3), "t", "e", &Replay::Last(0)).unwrap();
         assert!(s.replay.is_empty());
     }
 
@@ -351,7 +426,8 @@ mod tests {
         let mut b = Broker::new(1, false);
         b.create_topic("t").unwrap();
         for conn in 0..1000 {
-            b.subscribe(id(conn), "t", &format!("c{conn}"), 0).unwrap();
+            b.subscribe(id(conn), "t", &format!("c{conn}"), &Replay::Last(0))
+                .unwrap();
         }
         for conn in 1..1000 {
             b.unsubscribe(id(conn), "t").unwrap();
@@ -370,8 +446,13 @@ mod tests {
     fn zero_history_keeps_nothing() {
         let mut b = Broker::new(0, false);
         b.create_topic("t").unwrap();
-        b.publish("t", frame(1)).unwrap();
-        assert!(b.subscribe(id(1), "t", "c", 10).unwrap().replay.is_empty());
+        b.publish("t", |_| frame(1)).unwrap();
+        assert!(
+            b.subscribe(id(1), "t", "c", &Replay::Last(10))
+                .unwrap()
+                .replay
+                .is_empty()
+        );
     }
 
     #[test]
@@ -380,16 +461,17 @@ mod tests {
         b.create_topic("a").unwrap();
         b.create_topic("b").unwrap();
         for conn in 1..=4 {
-            b.subscribe(id(conn), "a", &format!("c{conn}"), 0).unwrap();
+            b.subscribe(id(conn), "a", &format!("c{conn}"), &Replay::Last(0))
+                .unwrap();
         }
-        b.subscribe(id(9), "b", "x", 0).unwrap();
+        b.subscribe(id(9), "b", "x", &Replay::Last(0)).unwrap();
         assert_eq!(targets(&b, "a"), vec![1, 2, 3, 4]);
         assert_eq!(targets(&b, "b"), vec![9]);
         b.unsubscribe(id(2), "a").unwrap();
         assert_eq!(targets(&b, "a"), vec![1, 3, 4]);
         assert_eq!(b.subscription_count(), 4);
         assert_eq!(
-            b.publish("missing", frame(0)).unwrap_err(),
+            b.publish("missing", |_| frame(0)).unwrap_err(),
             BrokerError::TopicNotFound
         );
     }
@@ -398,9 +480,9 @@ mod tests {
     fn subscribing_twice_keeps_one_path() {
         let mut b = Broker::new(10, false);
         b.create_topic("t").unwrap();
-        b.publish("t", frame(1)).unwrap();
-        b.subscribe(id(1), "t", "c", 0).unwrap();
-        let again = b.subscribe(id(1), "t", "c", 5).unwrap();
+        b.publish("t", |_| frame(1)).unwrap();
+        b.subscribe(id(1), "t", "c", &Replay::Last(0)).unwrap();
+        let again = b.subscribe(id(1), "t", "c", &Replay::Last(5)).unwrap();
         assert!(again.replay.is_empty(), "no second replay on the same path");
         assert_eq!(targets(&b, "t"), vec![1]);
         assert_eq!(b.subscription_count(), 1);
@@ -412,9 +494,9 @@ mod tests {
         let mut b = Broker::new(10, false);
         b.create_topic("t").unwrap();
         b.create_topic("u").unwrap();
-        b.subscribe(id(1), "t", "same", 0).unwrap();
-        b.subscribe(id(1), "u", "same", 0).unwrap();
-        let s = b.subscribe(id(2), "t", "same", 0).unwrap();
+        b.subscribe(id(1), "t", "same", &Replay::Last(0)).unwrap();
+        b.subscribe(id(1), "u", "same", &Replay::Last(0)).unwrap();
+        let s = b.subscribe(id(2), "t", "same", &Replay::Last(0)).unwrap();
         assert_eq!(s.replaced, Some(id(1)));
         assert_eq!(targets(&b, "t"), vec![2]);
         // The takeover is per topic: conn 1 keeps "u".
@@ -423,7 +505,9 @@ mod tests {
         assert_eq!(b.subscription_count(), 2);
         // Taking it back works the same way.
         assert_eq!(
-            b.subscribe(id(1), "t", "same", 0).unwrap().replaced,
+            b.subscribe(id(1), "t", "same", &Replay::Last(0))
+                .unwrap()
+                .replaced,
             Some(id(2))
         );
         assert_eq!(b.held_by(id(2)), 0);
@@ -433,12 +517,19 @@ mod tests {
     fn changed_client_id_on_the_same_connection_is_followed() {
         let mut b = Broker::new(10, false);
         b.create_topic("t").unwrap();
-        b.subscribe(id(1), "t", "old", 0).unwrap();
-        b.subscribe(id(1), "t", "new", 0).unwrap();
+        b.subscribe(id(1), "t", "old", &Replay::Last(0)).unwrap();
+        b.subscribe(id(1), "t", "new", &Replay::Last(0)).unwrap();
         // "old" is free now: another connection takes nothing over with it.
-        assert_eq!(b.subscribe(id(2), "t", "old", 0).unwrap().replaced, None);
         assert_eq!(
-            b.subscribe(id(3), "t", "new", 0).unwrap().replaced,
+            b.subscribe(id(2), "t", "old", &Replay::Last(0))
+                .unwrap()
+                .replaced,
+            None
+        );
+        assert_eq!(
+            b.subscribe(id(3), "t", "new", &Replay::Last(0))
+                .unwrap()
+                .replaced,
             Some(id(1))
         );
     }
@@ -448,7 +539,7 @@ mod tests {
         let mut b = Broker::new(10, false);
         b.create_topic("t").unwrap();
         assert_eq!(b.unsubscribe(id(1), "t"), Ok(()));
-        b.subscribe(id(1), "t", "c", 0).unwrap();
+        b.subscribe(id(1), "t", "c", &Replay::Last(0)).unwrap();
         assert_eq!(b.unsubscribe(id(1), "t"), Ok(()));
         assert_eq!(b.unsubscribe(id(1), "t"), Ok(()));
         assert_eq!(b.subscription_count(), 0);
@@ -463,8 +554,8 @@ mod tests {
         let mut b = Broker::new(10, false);
         for t in ["a", "b", "c"] {
             b.create_topic(t).unwrap();
-            b.subscribe(id(7), t, "seven", 0).unwrap();
-            b.subscribe(id(8), t, "eight", 0).unwrap();
+            b.subscribe(id(7), t, "seven", &Replay::Last(0)).unwrap();
+            b.subscribe(id(8), t, "eight", &Replay::Last(0)).unwrap();
         }
         b.remove_conn(id(7));
         assert_eq!(b.subscription_count(), 3);
@@ -472,7 +563,12 @@ mod tests {
         for t in ["a", "b", "c"] {
             assert_eq!(targets(&b, t), vec![8]);
             // The client_id is free again.
-            assert_eq!(b.subscribe(id(9), t, "seven", 0).unwrap().replaced, None);
+            assert_eq!(
+                b.subscribe(id(9), t, "seven", &Replay::Last(0))
+                    .unwrap()
+                    .replaced,
+                None
+            );
         }
         b.remove_conn(id(7));
         assert_eq!(b.subscription_count(), 6);
@@ -483,9 +579,9 @@ mod tests {
         let mut b = Broker::new(10, false);
         b.create_topic("t").unwrap();
         b.create_topic("u").unwrap();
-        b.subscribe(id(1), "t", "a", 0).unwrap();
-        b.subscribe(id(2), "t", "b", 0).unwrap();
-        b.subscribe(id(1), "u", "a", 0).unwrap();
+        b.subscribe(id(1), "t", "a", &Replay::Last(0)).unwrap();
+        b.subscribe(id(2), "t", "b", &Replay::Last(0)).unwrap();
+        b.subscribe(id(1), "u", "a", &Replay::Last(0)).unwrap();
         let mut gone = b.delete_topic("t").unwrap();
         gone.sort_unstable();
         assert_eq!(gone, vec![id(1), id(2)]);
@@ -504,17 +600,88 @@ mod tests {
     fn auto_create_makes_topics_on_demand() {
         let mut off = Broker::new(10, false);
         assert_eq!(
-            off.subscribe(id(1), "x", "c", 0).unwrap_err(),
+            off.subscribe(id(1), "x", "c", &Replay::Last(0))
+                .unwrap_err(),
             BrokerError::TopicNotFound
         );
         assert_eq!(
-            off.publish("x", frame(1)).unwrap_err(),
+            off.publish("x", |_| frame(1)).unwrap_err(),
             BrokerError::TopicNotFound
         );
         assert_eq!(off.topic_count(), 0);
         let mut on = Broker::new(10, true);
-        on.subscribe(id(1), "x", "c", 0).unwrap();
-        assert_eq!(on.publish("y", frame(1)).unwrap().messages, 1);
+        on.subscribe(id(1), "x", "c", &Replay::Last(0)).unwrap();
+        assert_eq!(on.publish("y", |_| frame(1)).unwrap().0.messages, 1);
         assert_eq!(on.topic_count(), 2);
+    }
+
+    fn since(seq: u64, epoch: Option<&str>) -> Replay<'static> {
+        Replay::Since {
+            seq,
+            epoch: epoch.map(|e| std::borrow::Cow::Owned(e.to_string())),
+        }
+    }
+
+    #[test]
+    fn seq_counts_from_one_and_since_resumes_after_it() {
+        let mut b = Broker::new(3, false);
+        b.create_topic("t").unwrap();
+        for n in 1..=5 {
+            let (t, _) = b.publish("t", |seq| frame(seq as u8)).unwrap();
+            assert_eq!(t.seq, n);
+        }
+        let t = b.topic("t").unwrap();
+        assert_eq!((t.first_seq(), t.seq, t.epoch.len()), (3, 5, 8));
+        let epoch = t.epoch.to_string();
+        let got = |s: Subscribed| {
+            (
+                s.replay.iter().map(|f| f[0]).collect::<Vec<_>>(),
+                s.recovered,
+                s.seq,
+            )
+        };
+        // Inside the history: everything after it, recovered.
+        let s = b
+            .subscribe(id(1), "t", "a", &since(3, Some(&epoch)))
+            .unwrap();
+        assert_eq!(got(s), (vec![4, 5], Some(true), 5));
+        // Right at its edge (the oldest kept is 3): still recovered.
+        let s = b.subscribe(id(2), "t", "b", &since(2, None)).unwrap();
+        assert_eq!(got(s), (vec![3, 4, 5], Some(true), 5));
+        // Older than the history: what is kept, not recovered.
+        let s = b.subscribe(id(3), "t", "c", &since(1, None)).unwrap();
+        assert_eq!(got(s), (vec![3, 4, 5], Some(false), 5));
+        // Up to date: nothing to send, nothing missing.
+        let s = b.subscribe(id(4), "t", "d", &since(5, None)).unwrap();
+        assert_eq!(got(s), (vec![], Some(true), 5));
+        // Another epoch, or ahead of the topic: from the start of this epoch.
+        let s = b
+            .subscribe(id(5), "t", "e", &since(4, Some("zzzzzzzz")))
+            .unwrap();
+        assert_eq!(got(s), (vec![3, 4, 5], Some(false), 5));
+        let s = b
+            .subscribe(id(6), "t", "f", &since(99, Some(&epoch)))
+            .unwrap();
+        assert_eq!(got(s), (vec![3, 4, 5], Some(false), 5));
+        // last_n says nothing of recovery.
+        let s = b.subscribe(id(7), "t", "g", &Replay::Last(1)).unwrap();
+        assert_eq!(got(s), (vec![5], None, 5));
+    }
+
+    #[test]
+    fn a_recreated_topic_starts_a_new_epoch_at_seq_zero() {
+        let mut b = Broker::new(10, false);
+        b.create_topic("t").unwrap();
+        b.publish("t", |_| frame(1)).unwrap();
+        let old = b.topic("t").unwrap().epoch.clone();
+        b.delete_topic("t").unwrap();
+        b.create_topic("t").unwrap();
+        let t = b.topic("t").unwrap();
+        assert_ne!(t.epoch, old);
+        assert_eq!((t.seq, t.first_seq()), (0, 1));
+        // A client of the old epoch resumes from the new start: all of it is kept.
+        b.publish("t", |_| frame(2)).unwrap();
+        let s = b.subscribe(id(1), "t", "a", &since(1, Some(&old))).unwrap();
+        assert_eq!((s.replay.len(), s.recovered), (1, Some(true)));
     }
 }

@@ -20,7 +20,7 @@ use crate::config::{Config, OverflowPolicy};
 use crate::http::{self, Request};
 use crate::metrics::Counters;
 use crate::outbound::Outbound;
-use crate::protocol::{self, ErrorCode, Request as Msg};
+use crate::protocol::{self, Acked, ErrorCode, Replay, Request as Msg};
 use crate::refusal::Refusal;
 
 pub use broker::Broker;
@@ -131,10 +131,10 @@ impl Core {
             Msg::Subscribe {
                 topic,
                 client_id,
-                last_n,
-            } => self.subscribe(conn, rid, &topic, &client_id, last_n, ts, fx),
+                replay,
+            } => self.subscribe(conn, rid, &topic, &client_id, &replay, ts, fx),
             Msg::Unsubscribe { topic, .. } => match self.broker.unsubscribe(conn, &topic) {
-                Ok(()) => fx.send(conn, protocol::ack(rid, Some(&topic), ts)),
+                Ok(()) => fx.send(conn, protocol::ack(rid, Some(&topic), Acked::Plain, ts)),
                 Err(_) => self.refuse(
                     conn,
                     rid,
@@ -145,14 +145,15 @@ impl Core {
                 ),
             },
             Msg::Publish { topic, id, payload } => {
-                let frame = protocol::event(&topic, &id, payload, ts);
-                let Ok(t) = self.broker.publish(&topic, frame.clone()) else {
+                let event = |seq| protocol::event(&topic, seq, &id, payload, ts);
+                let Ok((t, frame)) = self.broker.publish(&topic, event) else {
                     let why = Refusal::TopicNotFound(topic.into());
                     return self.refuse(conn, rid, None, why, ts, fx);
                 };
                 self.counters.published += 1;
                 // The ack goes first, so a publisher subscribed to its topic sees it before the event.
-                fx.send(conn, protocol::ack(rid, Some(&topic), ts));
+                let acked = Acked::Published { seq: t.seq };
+                fx.send(conn, protocol::ack(rid, Some(&topic), acked, ts));
                 let tally = flow::offer_all(t.subscribers(), &frame, self.flow, ts, fx);
                 self.settle(&topic, tally);
             }
@@ -207,18 +208,23 @@ impl Core {
         rid: Option<&str>,
         topic: &str,
         client_id: &str,
-        last_n: u64,
+        replay: &Replay<'_>,
         ts: &str,
         fx: &mut impl Effects,
     ) {
-        let done = match self.broker.subscribe(conn, topic, client_id, last_n) {
+        let done = match self.broker.subscribe(conn, topic, client_id, replay) {
             Ok(done) => done,
             Err(_) => {
                 let why = Refusal::TopicNotFound(topic.into());
                 return self.refuse(conn, rid, None, why, ts, fx);
             }
         };
-        fx.send(conn, protocol::ack(rid, Some(topic), ts));
+        let acked = Acked::Subscribed {
+            seq: done.seq,
+            epoch: &done.epoch,
+            recovered: done.recovered,
+        };
+        fx.send(conn, protocol::ack(rid, Some(topic), acked, ts));
         let mut tally = Tally::default();
         for frame in &done.replay {
             tally.add(conn, flow::offer(fx, conn, frame, self.flow, ts));

@@ -102,8 +102,9 @@ pub fn route(req: &Request, broker: &mut Broker, counters: &Counters, view: &Vie
         },
         path => match path.strip_prefix("/topics/") {
             Some(name) => match method {
+                "GET" => topic_detail(name, broker),
                 "DELETE" => delete_topic(name, broker),
-                _ => Reply::not_allowed("DELETE"),
+                _ => Reply::not_allowed("GET, DELETE"),
             },
             None => Reply::error(404, "not found"),
         },
@@ -114,9 +115,34 @@ fn list_topics(broker: &Broker) -> Reply {
     let topics: Vec<_> = broker
         .topics()
         .into_iter()
-        .map(|(name, t)| json!({ "name": name, "subscribers": t.subscribers().len() }))
+        .map(
+            |(name, t)| json!({ "name": name, "subscribers": t.subscribers().len(), "seq": t.seq }),
+        )
         .collect();
     Reply::json(200, json!({ "topics": topics }))
+}
+
+fn topic_detail(raw_name: &str, broker: &Broker) -> Reply {
+    let Some(t) = http::percent_decode(raw_name).and_then(|name| {
+        let t = broker.topic(&name)?;
+        Some(json!({
+            "name": name,
+            "subscribers": t.subscribers().len(),
+            "messages": t.messages,
+            "seq": t.seq,
+            "epoch": &*t.epoch,
+            "history": {
+                "kept": t.history().len(),
+                "capacity": broker.history_capacity(),
+                "first_seq": t.first_seq(),
+            },
+            "dropped": t.dropped,
+            "slow_consumer_disconnects": t.slow_disconnects,
+        }))
+    }) else {
+        return Reply::error(404, "topic not found");
+    };
+    Reply::json(200, t)
 }
 
 fn create_topic(body: &[u8], broker: &mut Broker) -> Reply {
@@ -162,6 +188,7 @@ fn stats(broker: &Broker, c: &Counters, view: &View) -> Reply {
             json!({
                 "messages": t.messages,
                 "subscribers": t.subscribers().len(),
+                "seq": t.seq,
                 "dropped": t.dropped,
                 "slow_consumer_disconnects": t.slow_disconnects,
             }),

@@ -105,16 +105,17 @@ impl Peer {
 /// A server message; events (most of the traffic) are read without a full parse.
 fn message(text: &[u8]) -> Value {
     const EVENT: &[u8] = br#"{"type":"event","#;
-    const N: &[u8] = br#""payload":{"n":"#;
+    let number = |key: &[u8]| -> Option<u64> {
+        let at = memchr::memmem::find(text, key)? + key.len();
+        let digits = &text[at..];
+        let end = digits.iter().position(|b| !b.is_ascii_digit())?;
+        std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+    };
     if text.starts_with(EVENT)
-        && let Some(at) = memchr::memmem::find(text, N)
+        && let Some(n) = number(br#""payload":{"n":"#)
     {
-        let digits = &text[at + N.len()..];
-        let end = digits.iter().position(|b| !b.is_ascii_digit()).unwrap_or(0);
-        let n: Option<u64> = std::str::from_utf8(&digits[..end])
-            .ok()
-            .and_then(|d| d.parse().ok());
-        return serde_json::json!({"type": "event", "message": {"payload": {"n": n}}});
+        let seq = number(br#","seq":"#);
+        return serde_json::json!({"type": "event", "seq": seq, "message": {"payload": {"n": n}}});
     }
     serde_json::from_slice(text).expect("a server text frame holds JSON")
 }
@@ -239,10 +240,11 @@ impl Rng {
 /// What a connection should see, by the model.
 #[derive(Default)]
 struct Expect {
-    /// Event numbers, in the order they must arrive (drop-oldest may skip some).
-    events: Vec<u64>,
-    /// request_ids of the answers due, in order.
-    answers: VecDeque<String>,
+    /// Event numbers and their seqs, in the order they must arrive
+    /// (drop-oldest may skip some).
+    events: Vec<(u64, u64)>,
+    /// The answers due, in order.
+    answers: VecDeque<Answer>,
     /// Index into `events` after the last one received.
     next: usize,
     /// Events received.
@@ -251,9 +253,33 @@ struct Expect {
     notices: u64,
 }
 
+/// A topic by the model: subscribers (connection → client_id), the event
+/// numbers it keeps, and its last seq.
+#[derive(Default)]
+struct Topic {
+    subs: HashMap<ConnId, String>,
+    history: VecDeque<u64>,
+    seq: u64,
+}
+
+/// An answer due: its request_id, and for acks what they must carry.
+struct Answer {
+    rid: String,
+    seq: Option<u64>,
+    recovered: Option<bool>,
+}
+
+fn answer(rid: u64) -> Answer {
+    Answer {
+        rid: rid.to_string(),
+        seq: None,
+        recovered: None,
+    }
+}
+
 struct Model {
     /// Per topic: subscribers (connection → client_id) and kept history.
-    topics: HashMap<&'static str, (HashMap<ConnId, String>, VecDeque<u64>)>,
+    topics: HashMap<&'static str, Topic>,
     expect: HashMap<ConnId, Expect>,
     /// The number the next event carries in its payload.
     next_event: u64,
@@ -347,8 +373,8 @@ impl Sim {
         self.core.remove_conn(id);
         self.fx.peers.remove(&id);
         self.model.expect.remove(&id);
-        for (subs, _) in self.model.topics.values_mut() {
-            subs.remove(&id);
+        for t in self.model.topics.values_mut() {
+            t.subs.remove(&id);
         }
         conns[slot] = self.connect(id.key());
     }
@@ -363,10 +389,7 @@ impl Sim {
         );
         let exists = self.model.topics.contains_key(topic);
         assert_eq!(reply.status, if exists { 409 } else { 201 });
-        self.model
-            .topics
-            .entry(topic)
-            .or_insert_with(|| (HashMap::new(), VecDeque::new()));
+        self.model.topics.entry(topic).or_default();
     }
 
     fn delete(&mut self, topic: &'static str) {
@@ -381,24 +404,60 @@ impl Sim {
     fn subscribe(&mut self, id: ConnId, n: u64, topic: &'static str) {
         // Client ids are drawn from a small pool so takeovers happen.
         let client = format!("c{}", self.rng.below(400));
-        let last_n = self.rng.below(HISTORY + 4);
+        let seq = self.model.topics.get(topic).map_or(0, |t| t.seq);
+        // last_n, or since: behind, level with, or ahead of the topic, in its
+        // epoch or (as after a re-creation) in another one.
+        let (field, since) = match self.rng.below(3) {
+            0 => (format!(r#""last_n":{}"#, self.rng.below(HISTORY + 4)), None),
+            _ => {
+                let since = (seq + 3).saturating_sub(self.rng.below(HISTORY * 2) as u64);
+                let foreign = self.rng.below(8) == 0;
+                let epoch = if foreign {
+                    r#","epoch":"zzzzzzzz""#
+                } else {
+                    ""
+                };
+                (format!(r#""since":{since}{epoch}"#), Some((since, foreign)))
+            }
+        };
         let text = format!(
-            r#"{{"type":"subscribe","topic":"{topic}","client_id":"{client}","last_n":{last_n},"request_id":"{n}"}}"#
+            r#"{{"type":"subscribe","topic":"{topic}","client_id":"{client}",{field},"request_id":"{n}"}}"#
         );
         self.core.on_text(id, &text, TS, &mut self.fx);
         let expect = self.model.expect.get_mut(&id).expect("a live connection");
-        expect.answers.push_back(n.to_string());
-        let Some((subs, history)) = self.model.topics.get_mut(topic) else {
+        let Some(t) = self.model.topics.get_mut(topic) else {
+            expect.answers.push_back(answer(n));
             return;
         };
-        let holder = subs.iter().find(|(c, name)| **name == client && **c != id);
+        // The replay: the last N kept, or every kept event after the point
+        // resumed from (the topic's start for a foreign epoch or a client ahead).
+        let kept = t.history.len();
+        let (count, recovered) = match since {
+            None => (field[9..].parse::<usize>().unwrap_or(0).min(kept), None),
+            Some((since, foreign)) => {
+                let after = if foreign || since > t.seq { 0 } else { since };
+                let count = ((t.seq - after) as usize).min(kept);
+                (count, Some(after + kept as u64 >= t.seq))
+            }
+        };
+        expect.answers.push_back(Answer {
+            rid: n.to_string(),
+            seq: Some(t.seq),
+            recovered,
+        });
+        let holder = t
+            .subs
+            .iter()
+            .find(|(c, name)| **name == client && **c != id);
         if let Some((&other, _)) = holder {
-            subs.remove(&other);
+            t.subs.remove(&other);
         }
-        if subs.insert(id, client).is_none() {
-            let kept = last_n.min(history.len());
-            let replay: Vec<u64> = history.iter().skip(history.len() - kept).copied().collect();
-            expect.events.extend(replay);
+        if t.subs.insert(id, client).is_none() {
+            let first = t.seq + 1 - kept as u64;
+            let replay = t.history.iter().enumerate().skip(kept - count);
+            expect
+                .events
+                .extend(replay.map(|(i, e)| (*e, first + i as u64)));
         }
     }
 
@@ -407,16 +466,16 @@ impl Sim {
             r#"{{"type":"unsubscribe","topic":"{topic}","client_id":"x","request_id":"{n}"}}"#
         );
         self.core.on_text(id, &text, TS, &mut self.fx);
-        self.expect(id).answers.push_back(n.to_string());
-        if let Some((subs, _)) = self.model.topics.get_mut(topic) {
-            subs.remove(&id);
+        self.expect(id).answers.push_back(answer(n));
+        if let Some(t) = self.model.topics.get_mut(topic) {
+            t.subs.remove(&id);
         }
     }
 
     fn ping(&mut self, id: ConnId, n: u64) {
         let text = format!(r#"{{"type":"ping","request_id":"{n}"}}"#);
         self.core.on_text(id, &text, TS, &mut self.fx);
-        self.expect(id).answers.push_back(n.to_string());
+        self.expect(id).answers.push_back(answer(n));
     }
 
     fn publish(&mut self, id: ConnId, n: u64, topic: &'static str) {
@@ -427,18 +486,25 @@ impl Sim {
         );
         self.max_frame = self.max_frame.max(text.len() + 64);
         self.core.on_text(id, &text, TS, &mut self.fx);
-        self.expect(id).answers.push_back(n.to_string());
-        let Some((subs, history)) = self.model.topics.get_mut(topic) else {
+        let Some(t) = self.model.topics.get_mut(topic) else {
+            self.expect(id).answers.push_back(answer(n));
             return;
         };
         self.model.next_event += 1;
-        if history.len() == HISTORY {
-            history.pop_front();
+        t.seq += 1;
+        if t.history.len() == HISTORY {
+            t.history.pop_front();
         }
-        history.push_back(event);
-        let subs: Vec<ConnId> = subs.keys().copied().collect();
+        t.history.push_back(event);
+        let seq = t.seq;
+        let subs: Vec<ConnId> = t.subs.keys().copied().collect();
+        self.expect(id).answers.push_back(Answer {
+            rid: n.to_string(),
+            seq: Some(seq),
+            recovered: None,
+        });
         for sub in subs {
-            self.expect(sub).events.push(event);
+            self.expect(sub).events.push((event, seq));
         }
     }
 
@@ -453,8 +519,8 @@ impl Sim {
             if self.fx.peers.get(id).is_none_or(|p| p.closed.is_none()) {
                 continue;
             }
-            for (subs, _) in self.model.topics.values_mut() {
-                subs.remove(id);
+            for t in self.model.topics.values_mut() {
+                t.subs.remove(id);
             }
         }
     }
@@ -482,11 +548,14 @@ impl Sim {
                 let answer = match msg["type"].as_str() {
                     Some("event") => {
                         let n = msg["message"]["payload"]["n"].as_u64();
-                        let at = x.events[x.next..].iter().position(|e| Some(*e) == n);
+                        let seq = msg["seq"].as_u64();
+                        let at = x.events[x.next..]
+                            .iter()
+                            .position(|(e, s)| Some(*e) == n && Some(*s) == seq);
                         let Some(at) = at else {
                             panic!(
-                                "step {step}: {id} got event {n:?} out of order, twice, or not \
-                                 meant for it (next expected: {:?})",
+                                "step {step}: {id} got event {n:?} (seq {seq:?}) out of order, \
+                                 twice, with a wrong seq, or not meant for it (next expected: {:?})",
                                 &x.events[x.next..]
                             );
                         };
@@ -522,9 +591,17 @@ impl Sim {
                     let want = x.answers.pop_front();
                     assert_eq!(
                         msg["request_id"].as_str(),
-                        want.as_deref(),
+                        want.as_ref().map(|a| a.rid.as_str()),
                         "step {step}: {id}: answers must come once each, in request order"
                     );
+                    if let Some(want) = want.filter(|_| msg["type"] == "ack") {
+                        assert_eq!(msg["seq"].as_u64(), want.seq, "step {step}: {id}: {msg}");
+                        assert_eq!(
+                            msg["recovered"].as_bool(),
+                            want.recovered,
+                            "step {step}: {id}: {msg}"
+                        );
+                    }
                 }
             }
             let missing = (x.next - x.got) as u64;

@@ -263,6 +263,7 @@ fn fan_out_is_the_entry_point_for_events_from_elsewhere() {
     take(&mut fx, ids[1]);
     let frame = crate::protocol::event(
         "t",
+        1,
         "00000000-0000-4000-8000-000000000000",
         &serde_json::value::RawValue::from_string("42".into()).unwrap(),
         TS,
