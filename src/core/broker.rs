@@ -44,7 +44,7 @@ pub struct Topic {
 }
 
 impl Topic {
-    pub fn new() -> Topic {
+    fn new() -> Topic {
         Topic {
             subscribers: Vec::new(),
             position: HashMap::new(),
