@@ -8,6 +8,8 @@
 #
 # Usage: scripts/callgrind.sh [N]        publishes per run [5000]
 # Env:   FANOUTS="1 10 100"              subscriber counts to measure
+#        SERVER_BIN=PATH                 measure this server binary (an older
+#                                        build, say) with this checkout's bench
 set -euo pipefail
 
 source "$(dirname "$0")/lib.sh"
@@ -21,6 +23,7 @@ if ! command -v valgrind >/dev/null; then
 	{ apt-get update -qq && apt-get install -y -qq valgrind; } >/dev/null
 fi
 release_bin
+server_bin=${SERVER_BIN:-$bin}
 
 # Sets $counted: the instructions the server ran while `count` publishes went
 # to `subs` subscribers. (Not in a $(…) subshell: the EXIT trap must know the
@@ -29,7 +32,7 @@ instructions() {
 	local subs=$1 count=$2 out=$work/cg.$1.$2
 	# Valgrind starts slowly: allow it 30 s to listen.
 	STEP_TIMEOUT=30 start_server "$work/log" valgrind --tool=callgrind --callgrind-out-file="$out" \
-		"$bin" --host 127.0.0.1 --port 0 --log-level info
+		"$server_bin" --host 127.0.0.1 --port 0 --log-level info
 	"$bin" bench fanout --url "$url" --subscribers "$subs" --count "$count" \
 		>"$work/bench.json" 2>"$work/bench.txt" || fail "the bench failed: $(cat "$work/bench.txt")"
 	grep -q '"lost":0,' "$work/bench.json" || fail "events lost"
