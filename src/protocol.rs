@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::wire::frame::FrameBuilder;
+use crate::wire::push_u64;
 
 /// Error codes of §1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -631,21 +632,6 @@ pub fn messages_dropped(dropped: u64, ts: &str) -> Bytes {
     out.extend_from_slice(b",\"msg\":\"messages_dropped\",\"dropped\":");
     push_u64(out, dropped);
     close(f, ts)
-}
-
-fn push_u64(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 fn push_json_string(out: &mut Vec<u8>, s: &str) {

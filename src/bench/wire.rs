@@ -43,19 +43,7 @@ pub fn write_payload(out: &mut Vec<u8>, stamp: Stamp, size: usize) {
     out.extend_from_slice(b"\"}");
 }
 
-pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
+pub use crate::wire::push_u64;
 
 /// The digits at the start of `s` (after optional spaces) as a number.
 fn leading_u64(s: &[u8]) -> Option<u64> {

@@ -19,6 +19,15 @@ use crate::refusal::Refusal;
 /// loop (and every other connection's output) in its read.
 const READ_CAP: usize = 256 << 10;
 
+/// What one read of a socket gave.
+enum Read {
+    Bytes(usize),
+    /// Nothing more this turn: it would block, the budget is spent, or it failed.
+    Stop,
+    /// The peer closed its side.
+    Eof,
+}
+
 /// What to do after an HTTP request was answered.
 enum After {
     /// Read the next request on this connection.
@@ -40,31 +49,48 @@ impl Server {
         }
     }
 
+    /// One read of `key`'s socket into the shared buffer (at most `room`
+    /// bytes), within what the turn allows it. Bytes read are counted; a
+    /// failed socket is killed; a spent budget reads again next turn.
+    fn read_some(&mut self, key: usize, budget: &mut usize, room: usize) -> Read {
+        if *budget == 0 {
+            self.net.again.push(key);
+            return Read::Stop;
+        }
+        let Some(conn) = self.net.conns.get_mut(key) else {
+            return Read::Stop;
+        };
+        let room = room.min(self.scratch.len());
+        match io::read(&mut conn.socket, &mut self.scratch[..room]) {
+            Io::Progress(n) => {
+                self.net.io.bytes_in += n as u64;
+                *budget = budget.saturating_sub(n);
+                conn.last_seen = self.net.now;
+                Read::Bytes(n)
+            }
+            Io::WouldBlock => Read::Stop,
+            Io::Closed => Read::Eof,
+            Io::Failed(_) => {
+                self.net.kill(key);
+                Read::Stop
+            }
+        }
+    }
+
     /// A closing connection's input is discarded; its EOF ends it.
     fn read_closing(&mut self, key: usize) {
         let mut budget = READ_CAP;
         loop {
-            if budget == 0 {
-                self.net.again.push(key);
-                return;
-            }
-            let conn = &mut self.net.conns[key];
-            match io::read(&mut conn.socket, &mut self.scratch) {
-                Io::Progress(n) => {
-                    self.net.io.bytes_in += n as u64;
-                    budget = budget.saturating_sub(n);
-                }
-                Io::WouldBlock => return,
-                Io::Closed => {
+            match self.read_some(key, &mut budget, usize::MAX) {
+                Read::Bytes(_) => {}
+                Read::Stop => return,
+                Read::Eof => {
                     // The peer hung up: with nothing left to send, we are done.
+                    let conn = &self.net.conns[key];
                     let lingering = matches!(&conn.state, State::Closing(c) if c.lingering);
                     if lingering || conn.outbound.is_empty() {
                         self.net.kill(key);
                     }
-                    return;
-                }
-                Io::Failed(_) => {
-                    self.net.kill(key);
                     return;
                 }
             }
@@ -75,11 +101,6 @@ impl Server {
         let max_buffered = http::MAX_HEAD + self.net.config.max_body_size + 1;
         let mut budget = READ_CAP;
         loop {
-            if budget == 0 {
-                self.net.again.push(key);
-                return;
-            }
-            let now = self.net.now;
             let limit = self.net.config.outbound_limit;
             let Some(conn) = self.net.conns.get_mut(key) else {
                 return;
@@ -88,18 +109,19 @@ impl Server {
                 conn.read_paused = true;
                 return;
             }
-            let State::Http(http) = &mut conn.state else {
+            let State::Http(http) = &conn.state else {
                 return;
             };
             if http.buf.len() >= max_buffered {
                 return;
             }
-            let room = (max_buffered - http.buf.len()).min(self.scratch.len());
-            match io::read(&mut conn.socket, &mut self.scratch[..room]) {
-                Io::Progress(n) => {
-                    self.net.io.bytes_in += n as u64;
-                    budget = budget.saturating_sub(n);
-                    conn.last_seen = now;
+            let room = max_buffered - http.buf.len();
+            match self.read_some(key, &mut budget, room) {
+                Read::Bytes(n) => {
+                    let now = self.net.now;
+                    let State::Http(http) = &mut self.net.conns[key].state else {
+                        return;
+                    };
                     http.buf.extend_from_slice(&self.scratch[..n]);
                     if http.started.is_none() {
                         http.started = Some(now);
@@ -107,8 +129,8 @@ impl Server {
                     }
                     self.handle_http(key);
                 }
-                Io::WouldBlock => return,
-                Io::Closed => {
+                Read::Stop => return,
+                Read::Eof => {
                     // Half-closed by the client: answer what is complete, then close.
                     self.handle_http(key);
                     if let Some(conn) = self.net.conns.get(key) {
@@ -118,10 +140,6 @@ impl Server {
                             self.net.close_after_queue(key);
                         }
                     }
-                    return;
-                }
-                Io::Failed(_) => {
-                    self.net.kill(key);
                     return;
                 }
             }

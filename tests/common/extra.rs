@@ -62,9 +62,9 @@ pub fn metric(addr: SocketAddr, name: &str) -> u64 {
 
 // ---- sockets ----
 
-/// A TCP connection with both kernel buffers set before connecting (the
+/// A TCP connection with its kernel buffers set before connecting (the
 /// receive window is agreed in the handshake), so a client that stops
-/// reading or writing stalls after a few KiB.
+/// reading or writing stalls after a few KiB. A size of 0 keeps the default.
 pub fn small_buffers_stream(addr: SocketAddr, rcvbuf: i32, sndbuf: i32) -> TcpStream {
     use std::os::fd::FromRawFd;
     let SocketAddr::V4(v4) = addr else {
@@ -76,6 +76,9 @@ pub fn small_buffers_stream(addr: SocketAddr, rcvbuf: i32, sndbuf: i32) -> TcpSt
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         assert!(fd >= 0, "socket");
         for (opt, size) in [(libc::SO_RCVBUF, rcvbuf), (libc::SO_SNDBUF, sndbuf)] {
+            if size == 0 {
+                continue;
+            }
             let rc = libc::setsockopt(
                 fd,
                 libc::SOL_SOCKET,

@@ -312,39 +312,7 @@ impl Ws {
 /// A TCP connection whose receive buffer is set to 4 KiB before connecting
 /// (afterwards is too late: the window is agreed in the handshake).
 pub fn small_window_stream(addr: SocketAddr) -> TcpStream {
-    let SocketAddr::V4(v4) = addr else {
-        panic!("IPv4 only")
-    };
-    // SAFETY: plain socket calls on a descriptor this function owns until it
-    // is handed to TcpStream; every pointer passed is valid for its size.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket");
-        let size: libc::c_int = 4096;
-        let rc = libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "setsockopt SO_RCVBUF");
-        let sa = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            (&sa as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "connect");
-        TcpStream::from_raw_fd(fd)
-    }
+    extra::small_buffers_stream(addr, 4096, 0)
 }
 
 /// Every server message carries an RFC 3339 UTC stamp with milliseconds.
