@@ -20,6 +20,7 @@ pub enum ErrorCode {
     TopicNotFound,
     SlowConsumer,
     Unauthorized,
+    Forbidden,
     Internal,
 }
 
@@ -30,6 +31,7 @@ impl ErrorCode {
             ErrorCode::TopicNotFound => "TOPIC_NOT_FOUND",
             ErrorCode::SlowConsumer => "SLOW_CONSUMER",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::Internal => "INTERNAL",
         }
     }
