@@ -36,7 +36,7 @@ impl Op {
             Op::Subscribe => "subscribe to",
             Op::Unsubscribe => "unsubscribe from",
         };
-        format!("forbidden: this key may not {what} topic '{topic}'")
+        format!("this key may not {what} topic '{topic}'")
     }
 }
 
