@@ -5,8 +5,11 @@
 //! core asks [`Keys::allows`] once per publish and once per (un)subscription,
 //! never per delivered event, so roles cost nothing on the fan-out path.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
+use super::ConnId;
 use crate::http;
 use crate::protocol::{Request as Msg, valid_topic};
 
@@ -43,7 +46,7 @@ impl Op {
 /// `|`-separated glob patterns where `*` matches any run of characters.
 /// No pattern at all means every topic.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Patterns(Vec<Box<str>>);
+pub struct Patterns(Vec<Glob>);
 
 impl Patterns {
     /// Every topic.
@@ -64,39 +67,68 @@ impl Patterns {
                     "a topic pattern is 1 to 255 characters from A-Z a-z 0-9 . _ - : and '*'",
                 );
             }
-            patterns.push(pattern.into());
+            patterns.push(Glob::new(pattern));
         }
         Ok(Patterns(patterns))
     }
 
     pub fn matches(&self, topic: &str) -> bool {
-        self.0.is_empty() || self.0.iter().any(|p| glob(p, topic))
+        self.0.is_empty() || self.0.iter().any(|p| p.matches(topic))
     }
 }
 
-/// Whether `topic` matches `pattern`, where `*` matches any run of characters
-/// (the empty run too). Linear in the topic's length: the text before the
-/// first `*` must start the topic, the text after the last one must end it,
-/// and the pieces between are found left to right, each at its leftmost
-/// place — with nothing but `*`, the leftmost place never loses a match.
-pub fn glob(pattern: &str, topic: &str) -> bool {
-    let Some((first, rest)) = pattern.split_once('*') else {
-        return pattern == topic;
-    };
-    let (middle, last) = rest.rsplit_once('*').unwrap_or(("", rest));
-    let (topic, first, last) = (topic.as_bytes(), first.as_bytes(), last.as_bytes());
-    if topic.len() < first.len() + last.len() || !topic.starts_with(first) || !topic.ends_with(last)
-    {
-        return false;
-    }
-    let mut between = &topic[first.len()..topic.len() - last.len()];
-    for piece in middle.split('*').filter(|p| !p.is_empty()) {
-        match memchr::memmem::find(between, piece.as_bytes()) {
-            Some(at) => between = &between[at + piece.len()..],
-            None => return false,
+/// One pattern, split at its stars once, when it is configured, so that
+/// matching a topic is a few comparisons.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Glob {
+    /// The text before the first `*` (the whole pattern when it has none).
+    head: Box<str>,
+    /// The non-empty pieces between stars, and the text after the last `*`;
+    /// `None` without a `*`.
+    rest: Option<(Vec<Box<str>>, Box<str>)>,
+}
+
+impl Glob {
+    pub fn new(pattern: &str) -> Glob {
+        let Some((head, rest)) = pattern.split_once('*') else {
+            return Glob {
+                head: pattern.into(),
+                rest: None,
+            };
+        };
+        let (middle, tail) = rest.rsplit_once('*').unwrap_or(("", rest));
+        let pieces = middle.split('*').filter(|p| !p.is_empty()).map(Box::from);
+        Glob {
+            head: head.into(),
+            rest: Some((pieces.collect(), tail.into())),
         }
     }
-    true
+
+    /// Whether `topic` matches, `*` matching any run of characters (the
+    /// empty run too). Linear in the topic's length: the head must start
+    /// the topic, the tail must end it, and the pieces between are found
+    /// left to right, each at its leftmost place — with nothing but `*`,
+    /// the leftmost place never loses a match.
+    pub fn matches(&self, topic: &str) -> bool {
+        let Some((pieces, tail)) = &self.rest else {
+            return *self.head == *topic;
+        };
+        let (topic, head, tail) = (topic.as_bytes(), self.head.as_bytes(), tail.as_bytes());
+        if topic.len() < head.len() + tail.len()
+            || !topic.starts_with(head)
+            || !topic.ends_with(tail)
+        {
+            return false;
+        }
+        let mut between = &topic[head.len()..topic.len() - tail.len()];
+        for piece in pieces {
+            match memchr::memmem::find(between, piece.as_bytes()) {
+                Some(at) => between = &between[at + piece.len()..],
+                None => return false,
+            }
+        }
+        true
+    }
 }
 
 /// What a key may do.
@@ -168,6 +200,35 @@ pub enum Grant {
     Limited(usize),
 }
 
+/// The grants of open connections. `ConnId`s are the server's own numbers,
+/// not client input, so a multiply-rotate hash does instead of SipHash (which
+/// cost more than the whole role check).
+pub type Grants = HashMap<ConnId, Grant, BuildHasherDefault<ConnIdHasher>>;
+
+#[derive(Default)]
+pub struct ConnIdHasher(u64);
+
+impl Hasher for ConnIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // FxHash's step: the multiply spreads the bits into the high ones the table probes with.
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
 /// Every configured key with its role. Never printed: it holds the secrets.
 #[derive(Default)]
 pub struct Keys {
@@ -218,6 +279,10 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn glob(pattern: &str, topic: &str) -> bool {
+        Glob::new(pattern).matches(topic)
+    }
 
     #[test]
     fn glob_stars_anywhere() {
@@ -324,7 +389,7 @@ mod tests {
         assert!(Patterns::any().matches("whatever"));
         assert_eq!(
             Patterns::parse(" a | b* ").unwrap(),
-            Patterns(vec!["a".into(), "b*".into()])
+            Patterns(vec![Glob::new("a"), Glob::new("b*")])
         );
         for bad in ["", "a|", "|a", "a||b", "a b", "orders/x", "é*", "a|b?"] {
             assert!(Patterns::parse(bad).is_err(), "{bad:?}");
@@ -369,6 +434,18 @@ mod tests {
         assert!(Role::Subscribe(orders()).allows(Op::Unsubscribe, "orders.eu"));
         assert!(!Role::Subscribe(orders()).allows(Op::Subscribe, "billing"));
         assert!(!Role::Subscribe(orders()).allows(Op::Publish, "orders.eu"));
+    }
+
+    #[test]
+    fn grants_tell_connections_and_generations_apart() {
+        let mut grants = Grants::default();
+        for key in 0..1000 {
+            grants.insert(ConnId::new(key, 1), Grant::Limited(key));
+        }
+        for key in 0..1000 {
+            assert_eq!(grants.get(&ConnId::new(key, 1)), Some(&Grant::Limited(key)));
+            assert_eq!(grants.get(&ConnId::new(key, 2)), None, "a recycled slot");
+        }
     }
 
     #[test]

@@ -15,8 +15,6 @@ pub mod rest;
 #[cfg(test)]
 mod sim;
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 
 use crate::config::{Config, OverflowPolicy};
@@ -26,7 +24,7 @@ use crate::outbound::Outbound;
 use crate::protocol::{self, ErrorCode, Request as Msg};
 use crate::refusal::Refusal;
 
-use auth::{Grant, Keys, Op};
+use auth::{Grant, Grants, Keys, Op};
 pub use broker::Broker;
 use flow::Tally;
 pub use flow::drop_notice;
@@ -87,7 +85,7 @@ pub struct Core {
     /// The grants of WebSockets opened with a limited key (§6). A connection
     /// with full access has no entry, so without limited keys this stays
     /// empty and no request pays for a lookup.
-    grants: HashMap<ConnId, Grant>,
+    grants: Grants,
 }
 
 impl Core {
@@ -104,7 +102,7 @@ impl Core {
                 &config.publish_keys,
                 &config.subscribe_keys,
             ),
-            grants: HashMap::new(),
+            grants: Grants::default(),
         }
     }
 
