@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::core::auth::ScopedKey;
 use crate::flags::{self, FlagError, Opt, Token, Tokens};
 
 /// What happens when an event would push a connection's outbound buffer over
@@ -32,8 +33,12 @@ impl OverflowPolicy {
 pub struct Config {
     pub host: IpAddr,
     pub port: u16,
-    /// Accepted API keys; empty means no authentication.
+    /// Accepted API keys with full access; no key of any role means no authentication.
     pub api_keys: Vec<String>,
+    /// Keys that may only publish, each to the topics its patterns match.
+    pub publish_keys: Vec<ScopedKey>,
+    /// Keys that may only subscribe and unsubscribe, each to the topics its patterns match.
+    pub subscribe_keys: Vec<ScopedKey>,
     /// Events kept per topic for `last_n` replay.
     pub history: usize,
     /// Largest WebSocket message (and frame) accepted from a client, in bytes.
@@ -63,6 +68,8 @@ impl Default for Config {
             host: IpAddr::from([0, 0, 0, 0]),
             port: 8080,
             api_keys: Vec::new(),
+            publish_keys: Vec::new(),
+            subscribe_keys: Vec::new(),
             history: 100,
             max_message_size: 1 << 20,
             outbound_limit: 1 << 20,
@@ -112,7 +119,10 @@ USAGE:
 OPTIONS (flag / environment variable, default):
     --host ADDR                PUBSUBD_HOST                 0.0.0.0
     --port PORT                PUBSUBD_PORT                 8080
-    --api-key KEY[,KEY...]     PUBSUBD_API_KEY              none (no auth)
+    --api-key KEY[,KEY...]     PUBSUBD_API_KEY              none (no auth); full access
+    --publish-key KEY[:PATS]   PUBSUBD_PUBLISH_KEY          none; may only publish, to topics
+                                                            matching PATS (orders.*|*.eu)
+    --subscribe-key KEY[:PATS] PUBSUBD_SUBSCRIBE_KEY        none; may only subscribe, likewise
     --history N                PUBSUBD_HISTORY              100 events per topic
     --max-message-size BYTES   PUBSUBD_MAX_MESSAGE_SIZE     1048576
     --outbound-limit BYTES     PUBSUBD_OUTBOUND_LIMIT       1048576 per connection
@@ -131,6 +141,10 @@ OPTIONS (flag / environment variable, default):
     -V, --version              the version (and commit, when built from a checkout)
 
 Seconds may be fractional (0.5). Flags win over environment variables.
+--publish-key and --subscribe-key may be repeated; their variables take
+entries separated by commas. In PATS, '|' separates patterns and '*' matches
+any run of characters; without PATS a key may use every topic. Every key may
+read GET /topics, /stats and /metrics; only --api-key keys create and delete.
 ";
 
 /// Every setting's flag; each has an environment variable ([`env_name`]).
@@ -138,6 +152,8 @@ pub const SETTINGS: &[Opt] = &[
     Opt::value("host"),
     Opt::value("port"),
     Opt::value("api-key"),
+    Opt::value("publish-key"),
+    Opt::value("subscribe-key"),
     Opt::value("history"),
     Opt::value("max-message-size"),
     Opt::value("outbound-limit"),
@@ -173,7 +189,16 @@ impl Config {
                 values.push((setting.name, v));
             }
         }
+        // Settings given as flags, whose environment variables no longer count.
+        let mut flagged: Vec<&str> = Vec::new();
         for token in Tokens::new(args, &[SETTINGS, &[flags::HELP, flags::VERSION]]) {
+            // A repeatable flag adds to its own earlier uses, not to its variable.
+            if let Ok(Token::Flag(name, _)) = &token
+                && !flagged.contains(name)
+            {
+                values.retain(|(n, _)| n != name);
+                flagged.push(name);
+            }
             match token {
                 Ok(Token::Flag("help", _)) => return Err(ConfigError::Help),
                 Ok(Token::Flag("version", _)) => return Err(ConfigError::Version),
@@ -202,6 +227,7 @@ impl Config {
         if !idle_timeout_set {
             config.idle_timeout = config.heartbeat.mul_f64(2.5);
         }
+        config.check_roles()?;
         Ok(config)
     }
 
@@ -223,20 +249,26 @@ impl Config {
                     .parse()
                     .map_err(|_| setting(name, v, "a port number from 0 to 65535"))?
             }
+            // An empty variable sets no key. Errors never show the value: it is a secret.
+            "api-key" if v.is_empty() => self.api_keys.clear(),
             "api-key" => {
-                let keys: Vec<String> = v
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(String::from)
-                    .collect();
-                if keys.is_empty() && !v.is_empty() {
-                    return Err(invalid(
-                        "invalid --api-key: expected one or more keys separated by commas"
-                            .to_string(),
-                    ));
+                let keys: Vec<String> = v.split(',').map(|k| k.trim().to_string()).collect();
+                if keys.iter().any(String::is_empty) {
+                    return Err(key_setting(name, "an empty key"));
+                }
+                if keys.iter().any(|k| k.contains(':')) {
+                    return Err(key_setting(name, "a key holds ':', which no key may"));
                 }
                 self.api_keys = keys;
+            }
+            "publish-key" | "subscribe-key" if v.is_empty() => {}
+            "publish-key" | "subscribe-key" => {
+                let keys =
+                    ScopedKey::parse_list(v).map_err(|problem| key_setting(name, problem))?;
+                match name {
+                    "publish-key" => self.publish_keys.extend(keys),
+                    _ => self.subscribe_keys.extend(keys),
+                }
             }
             "history" => self.history = count(name, v, 0, 1_000_000)?,
             "max-message-size" => self.max_message_size = count(name, v, 64, 64 << 20)?,
@@ -274,6 +306,39 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Each key has one role (§6): a key given to two settings, or twice to
+    /// one limited role, is refused. The message names the settings, not the key.
+    fn check_roles(&self) -> Result<(), ConfigError> {
+        let full = self.api_keys.iter().map(|k| ("api-key", k.as_str()));
+        let publish = self
+            .publish_keys
+            .iter()
+            .map(|s| ("publish-key", s.key.as_str()));
+        let subscribe = self
+            .subscribe_keys
+            .iter()
+            .map(|s| ("subscribe-key", s.key.as_str()));
+        let all: Vec<(&str, &str)> = full.chain(publish).chain(subscribe).collect();
+        for (i, (first, key)) in all.iter().enumerate() {
+            for (second, other) in &all[i + 1..] {
+                if key != other {
+                    continue;
+                }
+                if first != second {
+                    let problem = format!("a key is also given to --{first}: a key has one role");
+                    return Err(key_setting(second, &problem));
+                }
+                if *first != "api-key" {
+                    let problem = "a key is given twice: join its patterns with '|'";
+                    return Err(key_setting(second, problem));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn invalid(msg: String) -> ConfigError {
     ConfigError::Invalid(msg)
 }
@@ -282,6 +347,18 @@ fn setting(name: &str, value: &str, accepted: &str) -> ConfigError {
     invalid(format!(
         "invalid --{name} ({}) value '{value}': expected {accepted}",
         env_name(name)
+    ))
+}
+
+/// A bad key setting: names the setting and the problem, never the value.
+fn key_setting(name: &str, problem: &str) -> ConfigError {
+    invalid(format!(
+        "invalid --{name} ({}): {problem}; expected {}",
+        env_name(name),
+        match name {
+            "api-key" => "KEY[,KEY...]",
+            _ => "KEY[:PATTERN|PATTERN...] entries separated by commas",
+        }
     ))
 }
 
@@ -398,6 +475,102 @@ mod tests {
             match parse(args, &[]) {
                 Err(ConfigError::Invalid(msg)) => assert!(msg.contains(needle), "{msg}"),
                 other => panic!("{args:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn keys_with_roles() {
+        let c = parse(
+            &[
+                "--publish-key",
+                "svc:orders.*|billing.*",
+                "--publish-key=svc2",
+                "--api-key",
+                "ops",
+            ],
+            &[
+                ("PUBSUBD_PUBLISH_KEY", "ignored:x"),
+                ("PUBSUBD_SUBSCRIBE_KEY", "web:orders.*, app"),
+            ],
+        )
+        .unwrap();
+        // Repeated flags add up and replace the variable; a variable lists entries.
+        let keys: Vec<&str> = c.publish_keys.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(keys, ["svc", "svc2"]);
+        assert!(c.publish_keys[0].patterns.matches("billing.eu"));
+        assert!(!c.publish_keys[0].patterns.matches("audit"));
+        let keys: Vec<&str> = c.subscribe_keys.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(keys, ["web", "app"]);
+        assert_eq!(c.api_keys, ["ops"]);
+        // An empty variable sets no key; api-key may repeat a key (rotation lists).
+        let c = parse(&["--api-key", "a,a"], &[("PUBSUBD_SUBSCRIBE_KEY", "")]).unwrap();
+        assert!(c.subscribe_keys.is_empty());
+        assert_eq!(c.api_keys, ["a", "a"]);
+    }
+
+    #[test]
+    fn bad_keys_name_the_setting_never_the_key() {
+        for (args, env, needles) in [
+            (
+                &["--api-key", "SECRET", "--publish-key", "SECRET"][..],
+                &[][..],
+                &[
+                    "--publish-key",
+                    "PUBSUBD_PUBLISH_KEY",
+                    "also given to --api-key",
+                ][..],
+            ),
+            (
+                &["--subscribe-key", "SECRET:a"],
+                &[("PUBSUBD_PUBLISH_KEY", "SECRET")],
+                &["--subscribe-key", "also given to --publish-key"],
+            ),
+            (
+                &["--publish-key", "SECRET:a", "--publish-key", "SECRET:b"],
+                &[],
+                &["--publish-key", "given twice", "'|'"],
+            ),
+            (
+                &["--api-key", "SECRET,"],
+                &[],
+                &["--api-key", "an empty key"],
+            ),
+            (&["--api-key", "SECRET:x"], &[], &["--api-key", "':'"]),
+            (
+                &[],
+                &[("PUBSUBD_SUBSCRIBE_KEY", "SECRET,,other")],
+                &["--subscribe-key", "PUBSUBD_SUBSCRIBE_KEY", "an empty key"],
+            ),
+            (
+                &["--publish-key", ":orders"],
+                &[],
+                &["--publish-key", "an empty key"],
+            ),
+            (
+                &["--publish-key", "SECRET:"],
+                &[],
+                &["--publish-key", "an empty topic pattern"],
+            ),
+            (
+                &["--publish-key", "SECRET:a||b"],
+                &[],
+                &["an empty topic pattern"],
+            ),
+            (
+                &["--subscribe-key", "SECRET:a/b"],
+                &[],
+                &["--subscribe-key", "topic pattern"],
+            ),
+        ] {
+            match parse(args, env) {
+                Err(ConfigError::Invalid(msg)) => {
+                    for needle in needles {
+                        assert!(msg.contains(needle), "{args:?} {env:?}: {msg}");
+                    }
+                    assert!(!msg.contains("SECRET"), "the key is in: {msg}");
+                }
+                other => panic!("{args:?} {env:?} gave {other:?}"),
             }
         }
     }

@@ -68,6 +68,7 @@ pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
         ..Request::default()
     };
     let mut content_length: Option<usize> = None;
+    let mut bearer = None;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         let name = h.name;
@@ -94,12 +95,16 @@ pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
                 .any(|t| t.trim().eq_ignore_ascii_case("websocket"));
         } else if name.eq_ignore_ascii_case("x-api-key") {
             out.api_key = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("authorization") {
+            bearer = bearer_token(value).map(String::from);
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             out.ws_key = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             out.ws_version = Some(value.to_string());
         }
     }
+    // `Authorization: Bearer` is taken like `X-API-Key`, which wins when both are sent.
+    out.api_key = out.api_key.or(bearer);
     let body_len = content_length.unwrap_or(0);
     if body_len > max_body {
         return Parsed::Reject(Refusal::BodyTooLarge);
@@ -109,6 +114,13 @@ pub fn parse(buf: &[u8], max_body: usize) -> Parsed {
     }
     out.body = buf[head_len..head_len + body_len].to_vec();
     Parsed::Request(Box::new(out), head_len + body_len)
+}
+
+/// The token of `Bearer TOKEN` (the scheme is case-insensitive, RFC 7235).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 impl Request {
@@ -150,6 +162,7 @@ pub fn reason(status: u16) -> &'static str {
         302 => "Found",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -253,7 +266,8 @@ pub fn key_matches(presented: &str, keys: &[String]) -> bool {
     found
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Whether two byte strings are equal, in a time that depends on their lengths only.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for i in 0..a.len().max(b.len()) {
         let x = a.get(i).copied().unwrap_or(0);
@@ -383,6 +397,24 @@ mod tests {
         assert_eq!(percent_decode("bad%2"), None);
         assert_eq!(percent_decode("bad%zz"), None);
         assert_eq!(percent_decode("%ff"), None);
+    }
+
+    #[test]
+    fn bearer_is_an_api_key() {
+        let key = |headers: &str| {
+            request(&format!("GET /topics HTTP/1.1\r\n{headers}\r\n"))
+                .0
+                .api_key
+        };
+        assert_eq!(key("Authorization: Bearer k1\r\n").as_deref(), Some("k1"));
+        assert_eq!(key("authorization: bearer  k1 \r\n").as_deref(), Some("k1"));
+        assert_eq!(key("Authorization: Basic azE6\r\n"), None);
+        assert_eq!(key("Authorization: Bearer\r\n"), None);
+        assert_eq!(key("Authorization: Bearer \r\n"), None);
+        let both = "Authorization: Bearer b\r\nX-API-Key: x\r\n";
+        assert_eq!(key(both).as_deref(), Some("x"));
+        let both = "X-API-Key: x\r\nAuthorization: Bearer b\r\n";
+        assert_eq!(key(both).as_deref(), Some("x"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub enum ErrorCode {
     TopicNotFound,
     SlowConsumer,
     Unauthorized,
+    Forbidden,
     Internal,
 }
 
@@ -31,6 +32,7 @@ impl ErrorCode {
             ErrorCode::TopicNotFound => "TOPIC_NOT_FOUND",
             ErrorCode::SlowConsumer => "SLOW_CONSUMER",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::Internal => "INTERNAL",
         }
     }

@@ -13,6 +13,9 @@ pub enum Refusal {
     BadRequest(Cow<'static, str>),
     /// Publish, subscribe or unsubscribe to a topic that does not exist.
     TopicNotFound(Box<str>),
+    /// A valid key whose role does not allow the request (§6), on the
+    /// WebSocket or over REST; the text says what was refused ("forbidden" over REST).
+    Forbidden(Cow<'static, str>),
 
     // ---- a WebSocket the server closes ----
     /// The outbound buffer overflowed under the `disconnect` policy.
@@ -51,7 +54,7 @@ pub enum Refusal {
 }
 
 /// Metric labels of `pubsubd_rejected_total`, one per counted kind of refusal.
-pub const LABELS: [&str; 14] = [
+pub const LABELS: [&str; 15] = [
     "bad_request",
     "topic_not_found",
     "unauthorized",
@@ -66,13 +69,14 @@ pub const LABELS: [&str; 14] = [
     "max_connections",
     "request_timeout",
     "idle_timeout",
+    "forbidden",
 ];
 
 impl Refusal {
     /// The message shown to the client.
     pub fn message(&self) -> Cow<'_, str> {
         match self {
-            Refusal::BadRequest(m) => Cow::Borrowed(m),
+            Refusal::BadRequest(m) | Refusal::Forbidden(m) => Cow::Borrowed(m),
             Refusal::TopicNotFound(t) => Cow::Owned(format!(
                 "topic '{t}' does not exist: create it with POST /topics"
             )),
@@ -106,6 +110,7 @@ impl Refusal {
             Refusal::TopicNotFound(_) => Some(ErrorCode::TopicNotFound),
             Refusal::SlowConsumer => Some(ErrorCode::SlowConsumer),
             Refusal::Unauthorized => Some(ErrorCode::Unauthorized),
+            Refusal::Forbidden(_) => Some(ErrorCode::Forbidden),
             _ => None,
         }
     }
@@ -143,6 +148,7 @@ impl Refusal {
             Refusal::BodyTooLarge => 413,
             Refusal::ChunkedBody => 411,
             Refusal::Unauthorized => 401,
+            Refusal::Forbidden(_) => 403,
             Refusal::MaxConnections | Refusal::ShuttingDown => 503,
             Refusal::RequestTimeout => 408,
             _ => 400,
@@ -163,6 +169,7 @@ impl Refusal {
             Refusal::BadRequest(_) => "bad_request",
             Refusal::TopicNotFound(_) => "topic_not_found",
             Refusal::Unauthorized => "unauthorized",
+            Refusal::Forbidden(_) => "forbidden",
             Refusal::MalformedHttp(_) => "malformed_http",
             Refusal::HeadersTooLarge(_) => "headers_too_large",
             Refusal::BodyTooLarge => "body_too_large",
@@ -210,6 +217,7 @@ mod tests {
             Refusal::MaxConnections,
             Refusal::RequestTimeout,
             Refusal::IdleTimeout,
+            Refusal::Forbidden("x".into()),
         ];
         let counters: Vec<usize> = all.iter().filter_map(Refusal::counter).collect();
         assert_eq!(counters, (0..LABELS.len()).collect::<Vec<_>>());
@@ -226,6 +234,11 @@ mod tests {
         );
         assert_eq!(Refusal::MessageTooBig.close_code(), Some(1009));
         assert_eq!(Refusal::ChunkedBody.status(), 411);
+        assert_eq!(Refusal::Forbidden("forbidden".into()).status(), 403);
+        assert_eq!(
+            Refusal::Forbidden("x".into()).error_code(),
+            Some(ErrorCode::Forbidden)
+        );
         assert_eq!(Refusal::BadHandshake("x").close_code(), None);
         assert_eq!(
             Refusal::BadWebSocketVersion.headers(),

@@ -614,8 +614,21 @@ fn api_keys_never_reach_the_logs() {
     const KEY: &str = "SECRETVALUE-k3y-1";
     const SPARE: &str = "ROTATEDSECRET-k3y-2";
     const WRONG: &str = "WRONGGUESS-k3y-3";
+    const PUBLISHER: &str = "PUBLISHSECRET-k3y-4";
+    const SUBSCRIBER: &str = "SUBSCRIBESECRET-k3y-5";
     let keys = format!("{KEY},{SPARE}");
-    let server = ServerProcess::start(&["--api-key", &keys, "--log-level", "trace"]);
+    let publisher_key = format!("{PUBLISHER}:t|x.*");
+    let subscriber_key = format!("{SUBSCRIBER}:t");
+    let server = ServerProcess::start(&[
+        "--api-key",
+        &keys,
+        "--publish-key",
+        &publisher_key,
+        "--subscribe-key",
+        &subscriber_key,
+        "--log-level",
+        "trace",
+    ]);
     let addr = server.addr;
 
     let mut c = Http::connect(addr);
@@ -630,6 +643,12 @@ fn api_keys_never_reach_the_logs() {
     let wrong = format!("X-API-Key: {WRONG}\r\n");
     assert_eq!(c.request("GET", "/stats", &wrong, None).status, 401);
     assert_eq!(c.request("GET", "/stats", "", None).status, 401);
+    // Keys with roles: allowed, and refused with 403.
+    let limited = format!("Authorization: Bearer {SUBSCRIBER}\r\n");
+    assert_eq!(c.request("GET", "/stats", &limited, None).status, 200);
+    let limited = format!("X-API-Key: {PUBLISHER}\r\n");
+    let refused = c.request("POST", "/topics", &limited, Some(r#"{"name":"u"}"#));
+    assert_eq!(refused.status, 403);
 
     let path = format!("/ws?api_key={KEY}");
     let mut ws = common::Ws::connect_path(addr, &path, &[]).expect("a keyed handshake");
@@ -639,6 +658,17 @@ fn api_keys_never_reach_the_logs() {
     let ack = publisher.publish("t", serde_json::json!({"n": 1}));
     assert_eq!(ack["type"], "ack", "{ack}");
     assert_eq!(ws.recv()["type"], "event");
+    let bearer = format!("Bearer {SUBSCRIBER}");
+    let mut limited_sub = common::Ws::connect_path(addr, "/ws", &[("Authorization", &bearer)])
+        .expect("a subscribe key's handshake");
+    limited_sub.subscribe("t", "s2", 0);
+    let refused = limited_sub.publish("t", serde_json::json!({"n": 2}));
+    assert_eq!(refused["error"]["code"], "FORBIDDEN", "{refused}");
+    let mut limited_pub = common::Ws::connect_path(addr, &format!("/ws?api_key={PUBLISHER}"), &[])
+        .expect("a publish key's handshake");
+    let ack = limited_pub.publish("t", serde_json::json!({"n": 3}));
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(limited_sub.recv()["type"], "event");
     let refused = common::Ws::connect_path(addr, &format!("/ws?api_key={WRONG}"), &[]);
     assert!(refused.is_err(), "a wrong key was let in");
     let out = run(&mut binary(&[
@@ -649,7 +679,7 @@ fn api_keys_never_reach_the_logs() {
         KEY,
     ]));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
-    drop((ws, publisher));
+    drop((ws, publisher, limited_sub, limited_pub));
 
     let out = server.stop();
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
@@ -658,7 +688,13 @@ fn api_keys_never_reach_the_logs() {
         logs.contains("listening on"),
         "the logs were captured: {logs}"
     );
-    for secret in ["SECRETVALUE", "ROTATEDSECRET", "WRONGGUESS"] {
+    for secret in [
+        "SECRETVALUE",
+        "ROTATEDSECRET",
+        "WRONGGUESS",
+        "PUBLISHSECRET",
+        "SUBSCRIBESECRET",
+    ] {
         assert!(!logs.contains(secret), "{secret} is in the logs:\n{logs}");
     }
 }

@@ -8,6 +8,7 @@
 //!
 //! [`Core::fan_out`] is the one path by which an event reaches subscribers.
 
+pub mod auth;
 pub mod broker;
 mod flow;
 pub mod rest;
@@ -17,12 +18,13 @@ mod sim;
 use bytes::Bytes;
 
 use crate::config::{Config, OverflowPolicy};
-use crate::http::{self, Request};
+use crate::http::Request;
 use crate::metrics::Counters;
 use crate::outbound::Outbound;
 use crate::protocol::{self, Acked, ErrorCode, Replay, Request as Msg};
 use crate::refusal::Refusal;
 
+use auth::{Grant, Grants, Keys, Op};
 pub use broker::Broker;
 use flow::Tally;
 pub use flow::drop_notice;
@@ -79,7 +81,11 @@ pub struct Core {
     pub broker: Broker,
     pub counters: Counters,
     flow: Flow,
-    api_keys: Vec<String>,
+    keys: Keys,
+    /// The grants of WebSockets opened with a limited key (§6). A connection
+    /// with full access has no entry, so without limited keys this stays
+    /// empty and no request pays for a lookup.
+    grants: Grants,
 }
 
 impl Core {
@@ -91,27 +97,59 @@ impl Core {
                 limit: config.outbound_limit,
                 policy: config.overflow_policy,
             },
-            api_keys: config.api_keys.clone(),
+            keys: Keys::new(
+                &config.api_keys,
+                &config.publish_keys,
+                &config.subscribe_keys,
+            ),
+            grants: Grants::default(),
         }
     }
 
-    /// Whether an HTTP request (REST or handshake) may proceed (§6).
-    pub fn authorize(&self, req: &Request) -> Result<(), Refusal> {
+    /// Whether an HTTP request (REST or handshake) may proceed (§6), and
+    /// with what grant. A limited key may only read: every REST request but a
+    /// `GET` (creating, deleting topics) needs full access.
+    pub fn authorize(&self, req: &Request) -> Result<Grant, Refusal> {
         // The dashboard page is static and holds no data; it asks for a key itself.
         let exempt =
             req.method == "GET" && matches!(req.path.as_str(), "/health" | "/dashboard" | "/");
-        if self.api_keys.is_empty() || exempt {
-            return Ok(());
+        if self.keys.is_empty() || exempt {
+            return Ok(Grant::Full);
         }
         let presented = req.api_key.clone().or_else(|| {
             (req.path == "/ws")
                 .then(|| req.query_param("api_key"))
                 .flatten()
         });
-        if presented.is_some_and(|k| http::key_matches(&k, &self.api_keys)) {
+        let grant = presented
+            .and_then(|k| self.keys.grant(&k))
+            .ok_or(Refusal::Unauthorized)?;
+        if grant != Grant::Full && req.path != "/ws" && req.method != "GET" {
+            return Err(Refusal::Forbidden("forbidden".into()));
+        }
+        Ok(grant)
+    }
+
+    /// A WebSocket opened (upgraded) with `grant`, which holds for its lifetime.
+    pub fn open_ws(&mut self, conn: ConnId, grant: Grant) {
+        if grant != Grant::Full {
+            self.grants.insert(conn, grant);
+        }
+    }
+
+    /// Whether `conn`'s key lets it make `request` (§6). Paid once per
+    /// publish or (un)subscription, never per delivered event.
+    fn permit(&self, conn: ConnId, request: &Msg) -> Result<(), Refusal> {
+        if self.grants.is_empty() {
+            return Ok(());
+        }
+        let (Some(grant), Some((op, topic))) = (self.grants.get(&conn), Op::of(request)) else {
+            return Ok(());
+        };
+        if self.keys.allows(*grant, op, topic) {
             Ok(())
         } else {
-            Err(Refusal::Unauthorized)
+            Err(Refusal::Forbidden(op.refused(topic).into()))
         }
     }
 
@@ -126,6 +164,11 @@ impl Core {
                 return self.refuse(conn, rid, incoming.topic, why, ts, fx);
             }
         };
+        // Before anything is acted on: a refused publish reaches nobody, and a
+        // refused subscribe does not create its topic.
+        if let Err(why) = self.permit(conn, &request) {
+            return self.refuse(conn, rid, incoming.topic, why, ts, fx);
+        }
         match request {
             Msg::Ping => fx.send(conn, protocol::pong(rid, ts)),
             Msg::Subscribe {
@@ -196,9 +239,10 @@ impl Core {
         reply
     }
 
-    /// Forgets every subscription of a connection that closes or went away.
+    /// Forgets every subscription, and the grant, of a connection that closes or went away.
     pub fn remove_conn(&mut self, conn: ConnId) {
         self.broker.remove_conn(conn);
+        self.grants.remove(&conn);
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -281,9 +281,9 @@ fn authorization_exempts_health_and_the_dashboard_page_only() {
     let mut req = request("GET", "/topics", "");
     assert_eq!(core.authorize(&req), Err(Refusal::Unauthorized));
     req.api_key = Some("k2".into());
-    assert_eq!(core.authorize(&req), Ok(()));
+    assert_eq!(core.authorize(&req), Ok(Grant::Full));
     for open in ["/health", "/dashboard", "/"] {
-        assert_eq!(core.authorize(&request("GET", open, "")), Ok(()));
+        assert_eq!(core.authorize(&request("GET", open, "")), Ok(Grant::Full));
     }
     assert_eq!(
         core.authorize(&request("POST", "/dashboard", "")),
@@ -291,5 +291,93 @@ fn authorization_exempts_health_and_the_dashboard_page_only() {
     );
     let mut ws = request("GET", "/ws", "");
     ws.query = Some("api_key=k1".into());
-    assert_eq!(core.authorize(&ws), Ok(()));
+    assert_eq!(core.authorize(&ws), Ok(Grant::Full));
+}
+
+fn keyed(key: &str) -> Request {
+    let mut req = request("GET", "/ws", "");
+    req.api_key = Some(key.into());
+    req
+}
+
+#[test]
+fn limited_keys_read_rest_but_never_change_it() {
+    let core = core(|c| {
+        c.publish_keys = auth::ScopedKey::parse_list("p:orders.*").unwrap();
+        c.subscribe_keys = auth::ScopedKey::parse_list("s").unwrap();
+    });
+    // Publish and subscribe keys alone turn authentication on.
+    assert_eq!(
+        core.authorize(&request("GET", "/topics", "")),
+        Err(Refusal::Unauthorized)
+    );
+    for key in ["p", "s"] {
+        for (method, path) in [("GET", "/topics"), ("GET", "/stats"), ("GET", "/metrics")] {
+            let mut req = request(method, path, "");
+            req.api_key = Some(key.into());
+            assert!(core.authorize(&req).is_ok(), "{key} {method} {path}");
+        }
+        for (method, path) in [("POST", "/topics"), ("DELETE", "/topics/orders.1")] {
+            let mut req = request(method, path, "");
+            req.api_key = Some(key.into());
+            let got = core.authorize(&req).unwrap_err();
+            assert_eq!(got, Refusal::Forbidden("forbidden".into()));
+            assert_eq!(got.status(), 403);
+        }
+        assert!(matches!(core.authorize(&keyed(key)), Ok(Grant::Limited(_))));
+    }
+}
+
+#[test]
+fn a_refused_publish_reaches_nobody_and_the_connection_stays() {
+    let mut core = core(|c| {
+        c.api_keys = vec!["f".into()];
+        c.subscribe_keys = auth::ScopedKey::parse_list("s:t").unwrap();
+        c.auto_create_topics = true;
+    });
+    let (mut fx, ids) = peers(2);
+    let (sub, limited) = (ids[0], ids[1]);
+    let grant = core.authorize(&keyed("s")).unwrap();
+    core.open_ws(limited, grant);
+    core.open_ws(sub, core.authorize(&keyed("f")).unwrap());
+    core.on_text(
+        sub,
+        r#"{"type":"subscribe","topic":"t","client_id":"a"}"#,
+        TS,
+        &mut fx,
+    );
+    assert_eq!(take(&mut fx, sub)[0]["type"], "ack");
+
+    core.on_text(limited, &publish(1), TS, &mut fx);
+    core.on_text(limited, r#"{"type":"ping","request_id":"k"}"#, TS, &mut fx);
+    let got = take(&mut fx, limited);
+    assert_eq!(got[0]["type"], "error", "{got:?}");
+    assert_eq!(got[0]["error"]["code"], "FORBIDDEN");
+    assert_eq!(got[0]["topic"], "t");
+    assert_eq!(got[0]["request_id"], "p1");
+    assert_eq!(got[1]["type"], "pong");
+    assert!(
+        take(&mut fx, sub).is_empty(),
+        "the refused event was delivered"
+    );
+    assert_eq!(core.counters.published, 0);
+    assert_eq!(core.counters.rejected_count("forbidden"), 1);
+
+    // Auto-create needs the permission too: nothing is created by a refused subscribe.
+    let other = r#"{"type":"subscribe","topic":"u","client_id":"b"}"#;
+    core.on_text(limited, other, TS, &mut fx);
+    assert_eq!(take(&mut fx, limited)[0]["error"]["code"], "FORBIDDEN");
+    assert!(core.broker.topic("u").is_none());
+    core.on_text(
+        limited,
+        r#"{"type":"subscribe","topic":"t","client_id":"b"}"#,
+        TS,
+        &mut fx,
+    );
+    assert_eq!(take(&mut fx, limited)[0]["type"], "ack");
+
+    // The grant goes with the connection; a full-access one never had an entry.
+    assert_eq!(core.grants.len(), 1);
+    core.remove_conn(limited);
+    assert!(core.grants.is_empty());
 }

@@ -8,6 +8,7 @@ use tungstenite::protocol::{Message, Role, WebSocketContext};
 use super::Server;
 use super::conn::{Next, State, WsIo};
 use super::net::CLOSE_LINGER;
+use crate::core::auth::Grant;
 use crate::core::rest::View;
 use crate::core::{ConnId, Effects};
 use crate::http::{self, Parsed, Request};
@@ -185,12 +186,15 @@ impl Server {
     /// Answers one request: a REST call goes to the core, `/ws` upgrades.
     fn handle_request(&mut self, key: usize, req: &Request) -> After {
         let close = !req.keep_alive || self.shutdown_deadline.is_some();
-        if let Err(why) = self.core.authorize(req) {
-            self.core.counters.reject(&why);
-            return self.answer(key, http::refusal(&why, close), close);
-        }
+        let grant = match self.core.authorize(req) {
+            Ok(grant) => grant,
+            Err(why) => {
+                self.core.counters.reject(&why);
+                return self.answer(key, http::refusal(&why, close), close);
+            }
+        };
         if req.path == "/ws" {
-            return self.handshake(key, req, close);
+            return self.handshake(key, req, close, grant);
         }
         let view = View {
             io: self.net.io,
@@ -225,7 +229,7 @@ impl Server {
         After::Continue
     }
 
-    fn handshake(&mut self, key: usize, req: &Request, close: bool) -> After {
+    fn handshake(&mut self, key: usize, req: &Request, close: bool, grant: Grant) -> After {
         if req.method != "GET" {
             let allow = [("Allow", "GET")];
             let response = http::json_error(405, &allow, "method not allowed: use GET", close);
@@ -242,6 +246,9 @@ impl Server {
             return After::Stop;
         }
         let ws_key = req.ws_key.as_deref().unwrap_or_default();
+        if let Some(conn) = self.net.conns.get(key) {
+            self.core.open_ws(conn.id, grant);
+        }
         self.upgrade(key, http::switching_protocols(ws_key));
         After::Stop
     }
