@@ -199,15 +199,11 @@ fn rest_routes_by_role() {
                     denied(&r, path);
                 }
             }
-            // TODO(issue 10): once GET /topics/{name} lands, expect 200 here; until
-            // then the route answers 405, which still shows the key got past §6.
+            // Every valid key may read a topic's detail (GET /topics/{name}).
             let detail = rest(addr, "GET", "/topics/kept", key, via);
             if valid {
-                assert!(
-                    ![401, 403].contains(&detail.status),
-                    "{who}: GET /topics/kept gave {}",
-                    detail.status
-                );
+                assert_eq!(detail.status, 200, "{who}: GET /topics/kept");
+                assert_eq!(detail.json()["name"], "kept", "{who}");
             } else {
                 denied(&detail, "GET /topics/kept");
             }
