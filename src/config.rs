@@ -60,6 +60,10 @@ pub struct Config {
     /// Largest REST request body, in bytes.
     pub max_body_size: usize,
     pub log_level: log::LevelFilter,
+    /// Cluster mode: the Redis every node of the cluster shares.
+    pub redis: Option<crate::engine::RedisUrl>,
+    /// Prefix of every Redis key and channel, so clusters can share a Redis.
+    pub redis_prefix: String,
 }
 
 impl Default for Config {
@@ -84,6 +88,8 @@ impl Default for Config {
             keepalive_timeout: Duration::from_secs(60),
             max_body_size: 64 << 10,
             log_level: log::LevelFilter::Info,
+            redis: None,
+            redis_prefix: "pubsubd".to_string(),
         }
     }
 }
@@ -137,6 +143,9 @@ OPTIONS (flag / environment variable, default):
     --keepalive-timeout S      PUBSUBD_KEEPALIVE_TIMEOUT    60 seconds idle HTTP connection
     --max-body-size BYTES      PUBSUBD_MAX_BODY_SIZE        65536
     --log-level LEVEL          PUBSUBD_LOG_LEVEL            info (off|error|warn|info|debug|trace)
+    --redis URL                PUBSUBD_REDIS                none (one node); cluster mode through
+                                                            redis://[[user]:password@]host[:port][/db]
+    --redis-prefix P           PUBSUBD_REDIS_PREFIX         pubsubd (keys and channels in Redis)
     -h, --help                 this text
     -V, --version              the version (and commit, when built from a checkout)
 
@@ -168,6 +177,8 @@ pub const SETTINGS: &[Opt] = &[
     Opt::value("keepalive-timeout"),
     Opt::value("max-body-size"),
     Opt::value("log-level"),
+    Opt::value("redis"),
+    Opt::value("redis-prefix"),
 ];
 
 /// The environment variable of a flag: `max-message-size` → `PUBSUBD_MAX_MESSAGE_SIZE`.
@@ -299,6 +310,23 @@ impl Config {
                 self.log_level = v
                     .parse()
                     .map_err(|_| setting(name, v, "one of off, error, warn, info, debug, trace"))?
+            }
+            // The URL may hold a password: errors name the setting, never the value.
+            "redis" if v.is_empty() => self.redis = None,
+            "redis" => {
+                self.redis = Some(
+                    crate::engine::RedisUrl::parse(v)
+                        .map_err(|why| invalid(format!("invalid --redis: {why}")))?,
+                )
+            }
+            "redis-prefix" => {
+                let ok = !v.is_empty()
+                    && v.len() <= 64
+                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
+                if !ok {
+                    return Err(setting(name, v, "1 to 64 characters from A-Z a-z 0-9 . _ - :"));
+                }
+                self.redis_prefix = v.to_string();
             }
             _ => unreachable!("setting {name} is listed but not applied"),
         }

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod engine;
 mod dashboard;
 pub mod flags;
 pub mod http;

@@ -51,7 +51,12 @@ pub struct Gauges {
 }
 
 /// Renders every metric in the Prometheus text format.
-pub fn render(c: &Counters, io: &IoCounters, g: &Gauges) -> String {
+pub fn render(
+    c: &Counters,
+    io: &IoCounters,
+    g: &Gauges,
+    redis: Option<&crate::engine::EngineStats>,
+) -> String {
     let mut out = String::with_capacity(4096);
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -150,6 +155,35 @@ pub fn render(c: &Counters, io: &IoCounters, g: &Gauges) -> String {
         "Seconds since the server started.",
         &[("", (g.uptime_seconds * 1000.0).round() / 1000.0)],
     );
+    if let Some(r) = redis {
+        metric(
+            "pubsubd_redis_up",
+            "gauge",
+            "Cluster mode: 1 while the link to Redis is up.",
+            &[("", if r.up { 1.0 } else { 0.0 })],
+        );
+        metric(
+            "pubsubd_redis_reconnects_total",
+            "counter",
+            "Cluster mode: times the link to Redis came back after an outage.",
+            &[("", r.reconnects as f64)],
+        );
+        metric(
+            "pubsubd_redis_rtt_seconds",
+            "gauge",
+            "Cluster mode: round trip of the last publish through Redis.",
+            &[("", r.rtt.as_secs_f64())],
+        );
+        metric(
+            "pubsubd_redis_events_total",
+            "counter",
+            "Cluster mode: events sent to Redis (out) and received from it (in).",
+            &[
+                ("{direction=\"out\"}", r.events_out as f64),
+                ("{direction=\"in\"}", r.events_in as f64),
+            ],
+        );
+    }
     out
 }
 
@@ -172,7 +206,7 @@ mod tests {
             topics: 5,
             uptime_seconds: 1.5,
         };
-        let text = render(&c, &IoCounters::default(), &g);
+        let text = render(&c, &IoCounters::default(), &g, None);
         assert!(text.contains(
             "# TYPE pubsubd_messages_published_total counter\npubsubd_messages_published_total 3\n"
         ));

@@ -22,6 +22,7 @@ pub enum ErrorCode {
     SlowConsumer,
     Unauthorized,
     Forbidden,
+    Unavailable,
     Internal,
 }
 
@@ -33,6 +34,7 @@ impl ErrorCode {
             ErrorCode::SlowConsumer => "SLOW_CONSUMER",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -520,18 +522,40 @@ fn close(mut f: FrameBuilder, ts: &str) -> Bytes {
 ///
 /// `id` must be a validated UUID: its characters need no escaping.
 pub fn event(topic: &str, seq: u64, id: &str, payload: &RawValue, ts: &str) -> Bytes {
-    let mut f = open("event", 148 + topic.len() + id.len() + payload.get().len());
+    let mut f = FrameBuilder::with_capacity(160 + topic.len() + id.len() + payload.get().len());
     let out = f.payload();
+    event_head(out, topic);
+    push_u64(out, seq);
+    event_tail(out, id, payload, ts);
+    f.text()
+}
+
+/// An event's JSON without its seq, in the two parts that go before and
+/// after it: in cluster mode Redis assigns the seq and joins them.
+pub fn event_parts(topic: &str, id: &str, payload: &RawValue, ts: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut head = Vec::with_capacity(40 + topic.len());
+    event_head(&mut head, topic);
+    let mut tail = Vec::with_capacity(100 + id.len() + payload.get().len());
+    event_tail(&mut tail, id, payload, ts);
+    (head, tail)
+}
+
+/// `{"type":"event","topic":…,"seq":`
+fn event_head(out: &mut Vec<u8>, topic: &str) {
+    out.extend_from_slice(b"{\"type\":\"event\"");
     field_topic(out, Some(topic));
     out.extend_from_slice(b",\"seq\":");
-    push_u64(out, seq);
+}
+
+/// `,"message":{"id":…,"payload":…},"ts":…}`
+fn event_tail(out: &mut Vec<u8>, id: &str, payload: &RawValue, ts: &str) {
     out.extend_from_slice(b",\"message\":{\"id\":\"");
     out.extend_from_slice(id.as_bytes());
-    out.push(b'"');
-    out.extend_from_slice(b",\"payload\":");
+    out.extend_from_slice(b"\",\"payload\":");
     out.extend_from_slice(payload.get().as_bytes());
-    out.push(b'}');
-    close(f, ts)
+    out.extend_from_slice(b"},\"ts\":\"");
+    out.extend_from_slice(ts.as_bytes());
+    out.extend_from_slice(b"\"}");
 }
 
 /// What an `ack` adds to `status`.
@@ -624,6 +648,18 @@ pub fn info(topic: Option<&str>, msg: &str, ts: &str) -> Bytes {
     field_topic(out, topic);
     out.extend_from_slice(b",\"msg\":");
     push_json_string(out, msg);
+    close(f, ts)
+}
+
+/// `{"type":"info","topic":…,"msg":"events_lost","from_seq":A,"to_seq":B,"ts":…}`
+pub fn events_lost(topic: &str, from: u64, to: u64, ts: &str) -> Bytes {
+    let mut f = open("info", 128 + topic.len());
+    let out = f.payload();
+    field_topic(out, Some(topic));
+    out.extend_from_slice(b",\"msg\":\"events_lost\",\"from_seq\":");
+    push_u64(out, from);
+    out.extend_from_slice(b",\"to_seq\":");
+    push_u64(out, to);
     close(f, ts)
 }
 

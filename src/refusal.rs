@@ -16,6 +16,8 @@ pub enum Refusal {
     /// A valid key whose role does not allow the request (§6), on the
     /// WebSocket or over REST; the text says what was refused ("forbidden" over REST).
     Forbidden(Cow<'static, str>),
+    /// Cluster mode: Redis cannot be reached, or did not answer in time.
+    Unavailable,
 
     // ---- a WebSocket the server closes ----
     /// The outbound buffer overflowed under the `disconnect` policy.
@@ -54,7 +56,7 @@ pub enum Refusal {
 }
 
 /// Metric labels of `pubsubd_rejected_total`, one per counted kind of refusal.
-pub const LABELS: [&str; 15] = [
+pub const LABELS: [&str; 16] = [
     "bad_request",
     "topic_not_found",
     "unauthorized",
@@ -70,6 +72,7 @@ pub const LABELS: [&str; 15] = [
     "request_timeout",
     "idle_timeout",
     "forbidden",
+    "unavailable",
 ];
 
 impl Refusal {
@@ -77,6 +80,7 @@ impl Refusal {
     pub fn message(&self) -> Cow<'_, str> {
         match self {
             Refusal::BadRequest(m) | Refusal::Forbidden(m) => Cow::Borrowed(m),
+            Refusal::Unavailable => "unavailable".into(),
             Refusal::TopicNotFound(t) => Cow::Owned(format!(
                 "topic '{t}' does not exist: create it with POST /topics"
             )),
@@ -111,6 +115,7 @@ impl Refusal {
             Refusal::SlowConsumer => Some(ErrorCode::SlowConsumer),
             Refusal::Unauthorized => Some(ErrorCode::Unauthorized),
             Refusal::Forbidden(_) => Some(ErrorCode::Forbidden),
+            Refusal::Unavailable => Some(ErrorCode::Unavailable),
             _ => None,
         }
     }
@@ -149,6 +154,7 @@ impl Refusal {
             Refusal::ChunkedBody => 411,
             Refusal::Unauthorized => 401,
             Refusal::Forbidden(_) => 403,
+            Refusal::Unavailable => 503,
             Refusal::MaxConnections | Refusal::ShuttingDown => 503,
             Refusal::RequestTimeout => 408,
             _ => 400,
@@ -170,6 +176,7 @@ impl Refusal {
             Refusal::TopicNotFound(_) => "topic_not_found",
             Refusal::Unauthorized => "unauthorized",
             Refusal::Forbidden(_) => "forbidden",
+            Refusal::Unavailable => "unavailable",
             Refusal::MalformedHttp(_) => "malformed_http",
             Refusal::HeadersTooLarge(_) => "headers_too_large",
             Refusal::BodyTooLarge => "body_too_large",
@@ -218,6 +225,7 @@ mod tests {
             Refusal::RequestTimeout,
             Refusal::IdleTimeout,
             Refusal::Forbidden("x".into()),
+            Refusal::Unavailable,
         ];
         let counters: Vec<usize> = all.iter().filter_map(Refusal::counter).collect();
         assert_eq!(counters, (0..LABELS.len()).collect::<Vec<_>>());

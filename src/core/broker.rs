@@ -257,6 +257,7 @@ impl Broker {
             topic.remove(other);
             done.replaced = Some(other);
         }
+        let again = topic.position.contains_key(&conn);
         if let Some(&i) = topic.position.get(&conn) {
             // Same connection again: keep one path, follow a changed client_id.
             let old = std::mem::replace(&mut topic.subscribers[i].client_id, client_id.into());
@@ -282,8 +283,15 @@ impl Broker {
             self.held.entry(conn).or_default().push(key.clone());
         }
         if let Replay::Since { .. } = replay {
-            // Nothing after the point is missing when the history reaches back to it.
-            done.recovered = Some(resume_after(topic, replay) + 1 >= topic.first_seq());
+            let after = resume_after(topic, replay);
+            done.recovered = Some(if again {
+                // No second path, so no replay: complete only if there is
+                // nothing after the point to send.
+                after >= topic.seq
+            } else {
+                // Nothing after the point is missing when the history reaches back to it.
+                after + 1 >= topic.first_seq()
+            });
         }
         done.seq = topic.seq;
         done.epoch = topic.epoch.clone();
@@ -337,6 +345,45 @@ impl Broker {
             topic.history.push_back(frame.clone());
         }
         Ok((topic, frame))
+    }
+
+    /// Cluster mode: makes `name` a mirror of the shared topic — its epoch,
+    /// last seq and kept event frames (oldest first) — keeping whoever is
+    /// subscribed.
+    pub fn install(&mut self, name: &str, epoch: &str, seq: u64, history: Vec<Bytes>) {
+        let keep = self.history;
+        let topic = self.topics.entry(name.into()).or_insert_with(Topic::new);
+        topic.epoch = epoch.into();
+        topic.seq = seq;
+        let skip = history.len().saturating_sub(keep);
+        topic.history = history.into_iter().skip(skip).collect();
+    }
+
+    /// Cluster mode: drops a mirrored topic nobody here subscribes to.
+    pub fn forget(&mut self, name: &str) {
+        if self.topics.get(name).is_some_and(|t| t.subscribers.is_empty()) {
+            self.topics.remove(name);
+        }
+    }
+
+    /// Cluster mode: records an event that Redis numbered `seq`, when it is
+    /// the next one. Returns the topic to fan it out to, or `None` (a gap, a
+    /// duplicate, or a topic not followed here).
+    pub fn record(&mut self, name: &str, seq: u64, frame: &Bytes) -> Option<&Topic> {
+        let history = self.history;
+        let topic = self.topics.get_mut(name)?;
+        if seq != topic.seq + 1 {
+            return None;
+        }
+        topic.seq = seq;
+        topic.messages += 1;
+        if history > 0 {
+            if topic.history.len() == history {
+                topic.history.pop_front();
+            }
+            topic.history.push_back(frame.clone());
+        }
+        Some(topic)
     }
 
     /// Removes every subscription of a connection that went away.
@@ -666,6 +713,12 @@ mod tests {
         // last_n says nothing of recovery.
         let s = b.subscribe(id(7), "t", "g", &Replay::Last(1)).unwrap();
         assert_eq!(got(s), (vec![5], None, 5));
+        // Again on a connection that holds the topic: no replay, so complete
+        // only when nothing came after the point.
+        let s = b.subscribe(id(1), "t", "a", &since(3, None)).unwrap();
+        assert_eq!(got(s), (vec![], Some(false), 5));
+        let s = b.subscribe(id(1), "t", "a", &since(5, None)).unwrap();
+        assert_eq!(got(s), (vec![], Some(true), 5));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 mod flow;
 pub mod rest;
 #[cfg(test)]
@@ -68,6 +69,10 @@ pub trait Effects {
     fn drain(&mut self, to: ConnId);
     /// Closes `conn` for `why` once what is queued has gone out.
     fn close(&mut self, conn: ConnId, why: Refusal);
+    /// Cluster mode: a command for the engine (Redis).
+    fn engine(&mut self, _command: crate::engine::Command) {}
+    /// Cluster mode: the answer to a REST request that waited on Redis.
+    fn reply(&mut self, _conn: ConnId, _reply: rest::Reply) {}
 }
 
 /// The overflow policy's settings (§3).
@@ -86,10 +91,17 @@ pub struct Core {
     /// with full access has no entry, so without limited keys this stays
     /// empty and no request pays for a lookup.
     grants: Grants,
+    /// Cluster mode (`--redis`): what the core tracks of the shared broker.
+    pub cluster: Option<cluster::Cluster>,
 }
 
 impl Core {
     pub fn new(config: &Config) -> Core {
+        Core::with_cluster(config, None)
+    }
+
+    /// A core in cluster mode when `node` is given (the engine's node name).
+    pub fn with_cluster(config: &Config, node: Option<String>) -> Core {
         Core {
             broker: Broker::new(config.history, config.auto_create_topics),
             counters: Counters::default(),
@@ -103,6 +115,7 @@ impl Core {
                 &config.subscribe_keys,
             ),
             grants: Grants::default(),
+            cluster: node.map(|n| cluster::Cluster::new(n, config.auto_create_topics)),
         }
     }
 
@@ -170,14 +183,24 @@ impl Core {
             return self.refuse(conn, rid, incoming.topic, why, ts, fx);
         }
         match request {
-            Msg::Ping => fx.send(conn, protocol::pong(rid, ts)),
+            Msg::Ping => self.answer(conn, protocol::pong(rid, ts), fx),
+            Msg::Subscribe {
+                topic,
+                client_id,
+                replay,
+            } if self.cluster.is_some() => {
+                self.cluster_subscribe(conn, rid, &topic, &client_id, &replay, ts, fx)
+            }
+            Msg::Publish { topic, id, payload } if self.cluster.is_some() => {
+                self.cluster_publish(conn, rid, &topic, &id, payload, ts, fx)
+            }
             Msg::Subscribe {
                 topic,
                 client_id,
                 replay,
             } => self.subscribe(conn, rid, &topic, &client_id, &replay, ts, fx),
             Msg::Unsubscribe { topic, .. } => match self.broker.unsubscribe(conn, &topic) {
-                Ok(()) => fx.send(conn, protocol::ack(rid, Some(&topic), Acked::Plain, ts)),
+                Ok(()) => self.answer(conn, protocol::ack(rid, Some(&topic), Acked::Plain, ts), fx),
                 Err(_) => self.refuse(
                     conn,
                     rid,
@@ -224,12 +247,17 @@ impl Core {
     /// A REST request (§5), already authorized. Subscribers of a deleted topic are told.
     pub fn rest(
         &mut self,
+        conn: ConnId,
         req: &Request,
         view: &rest::View,
         ts: &str,
         fx: &mut impl Effects,
     ) -> rest::Reply {
-        let reply = rest::route(req, &mut self.broker, &self.counters, view);
+        if let Some(reply) = self.cluster_rest(conn, req, fx) {
+            return reply;
+        }
+        let cluster = self.cluster.as_ref();
+        let reply = rest::route(req, &mut self.broker, &self.counters, view, cluster);
         if let Some((topic, conns)) = &reply.deleted {
             let info = protocol::info(Some(topic), "topic_deleted", ts);
             for conn in conns {
@@ -243,6 +271,7 @@ impl Core {
     pub fn remove_conn(&mut self, conn: ConnId) {
         self.broker.remove_conn(conn);
         self.grants.remove(&conn);
+        self.cluster_remove(conn);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -315,7 +344,8 @@ impl Core {
         self.counters.reject(&why);
         let code = why.error_code().unwrap_or(ErrorCode::Internal);
         let topic = topic.or(why.topic());
-        fx.send(conn, protocol::error(rid, topic, code, &why.message(), ts));
+        let error = protocol::error(rid, topic, code, &why.message(), ts);
+        self.answer(conn, error, fx);
     }
 }
 

@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use super::ConnId;
+use super::cluster::Cluster;
 use super::broker::{Broker, BrokerError};
 use crate::dashboard;
 use crate::http::{self, Request};
@@ -19,6 +20,8 @@ pub struct Reply {
     pub headers: &'static [(&'static str, &'static str)],
     /// A deleted topic and the connections subscribed to it, to be told.
     pub deleted: Option<(String, Vec<ConnId>)>,
+    /// Cluster mode: the answer comes once Redis has decided (`Effects::reply`).
+    pub pending: bool,
 }
 
 impl Reply {
@@ -30,10 +33,26 @@ impl Reply {
             allow: None,
             headers: &[],
             deleted: None,
+            pending: false,
         }
     }
 
-    fn error(status: u16, message: &str) -> Reply {
+    pub fn pending() -> Reply {
+        Reply {
+            pending: true,
+            ..Reply::json(0, json!(null))
+        }
+    }
+
+    pub fn created(name: &str) -> Reply {
+        Reply::json(201, json!({ "status": "created", "topic": name }))
+    }
+
+    pub fn deleted(name: &str) -> Reply {
+        Reply::json(200, json!({ "status": "deleted", "topic": name }))
+    }
+
+    pub fn error(status: u16, message: &str) -> Reply {
         Reply::json(status, json!({ "error": message }))
     }
 
@@ -49,27 +68,29 @@ impl Reply {
 pub struct View {
     pub io: IoCounters,
     pub gauges: Gauges,
+    /// Cluster mode: the link to Redis.
+    pub engine: Option<crate::engine::EngineStats>,
 }
 
-pub fn route(req: &Request, broker: &mut Broker, counters: &Counters, view: &View) -> Reply {
+pub fn route(
+    req: &Request,
+    broker: &mut Broker,
+    counters: &Counters,
+    view: &View,
+    cluster: Option<&Cluster>,
+) -> Reply {
     let method = req.method.as_str();
     match req.path.as_str() {
         "/topics" => match method {
-            "GET" => list_topics(broker),
+            "GET" => match cluster {
+                Some(c) => list_cluster_topics(c),
+                None => list_topics(broker),
+            },
             "POST" => create_topic(&req.body, broker),
             _ => Reply::not_allowed("GET, POST"),
         },
         "/health" => match method {
-            "GET" => Reply::json(
-                200,
-                json!({
-                    "status": "ok",
-                    "uptime_sec": view.gauges.uptime_seconds as u64,
-                    "topics": broker.topic_count(),
-                    "subscribers": broker.subscription_count(),
-                    "connections": view.gauges.http_connections + view.gauges.ws_connections,
-                }),
-            ),
+            "GET" => health(broker, view, cluster),
             _ => Reply::not_allowed("GET"),
         },
         "/stats" => match method {
@@ -79,7 +100,8 @@ pub fn route(req: &Request, broker: &mut Broker, counters: &Counters, view: &Vie
         "/metrics" => match method {
             "GET" => Reply {
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: metrics::render(counters, &view.io, &view.gauges).into_bytes(),
+                body: metrics::render(counters, &view.io, &view.gauges, view.engine.as_ref())
+                    .into_bytes(),
                 ..Reply::json(200, json!(null))
             },
             _ => Reply::not_allowed("GET"),
@@ -102,7 +124,7 @@ pub fn route(req: &Request, broker: &mut Broker, counters: &Counters, view: &Vie
         },
         path => match path.strip_prefix("/topics/") {
             Some(name) => match method {
-                "GET" => topic_detail(name, broker),
+                "GET" => topic_detail(name, broker, cluster),
                 "DELETE" => delete_topic(name, broker),
                 _ => Reply::not_allowed("GET, DELETE"),
             },
@@ -122,12 +144,72 @@ fn list_topics(broker: &Broker) -> Reply {
     Reply::json(200, json!({ "topics": topics }))
 }
 
-fn topic_detail(raw_name: &str, broker: &Broker) -> Reply {
-    let Some(t) = http::percent_decode(raw_name).and_then(|name| {
+fn health(broker: &Broker, view: &View, cluster: Option<&Cluster>) -> Reply {
+    let connections = view.gauges.http_connections + view.gauges.ws_connections;
+    let uptime = view.gauges.uptime_seconds as u64;
+    let Some(c) = cluster else {
+        return Reply::json(
+            200,
+            json!({
+                "status": "ok",
+                "uptime_sec": uptime,
+                "topics": broker.topic_count(),
+                "subscribers": broker.subscription_count(),
+                "connections": connections,
+            }),
+        );
+    };
+    // Cluster-wide topics and subscriptions, as of the last sync (≤ 1 s old).
+    let subscribers: u64 = c.topics.values().map(|(_, subs)| subs).sum();
+    Reply::json(
+        200,
+        json!({
+            "status": if c.up { "ok" } else { "degraded" },
+            "uptime_sec": uptime,
+            "topics": c.topics.len(),
+            "subscribers": subscribers,
+            "connections": connections,
+            "cluster": { "node": c.node, "redis": if c.up { "up" } else { "down" } },
+        }),
+    )
+}
+
+fn list_cluster_topics(c: &Cluster) -> Reply {
+    let topics: Vec<_> = c
+        .topics
+        .iter()
+        .map(|(name, (seq, subs))| json!({ "name": name, "subscribers": subs, "seq": seq }))
+        .collect();
+    Reply::json(200, json!({ "topics": topics }))
+}
+
+fn topic_detail(raw_name: &str, broker: &Broker, cluster: Option<&Cluster>) -> Reply {
+    let Some(name) = http::percent_decode(raw_name) else {
+        return Reply::error(404, "topic not found");
+    };
+    // Cluster mode: the cluster's view; the history as this node mirrors it
+    // when it follows the topic.
+    let shared = cluster.map(|c| c.topics.get(name.as_str()).copied());
+    if let Some(shared) = shared
+        && broker.topic(&name).is_none()
+    {
+        let Some((seq, subs)) = shared else {
+            return Reply::error(404, "topic not found");
+        };
+        return Reply::json(
+            200,
+            json!({ "name": name, "subscribers": subs, "messages": seq, "seq": seq }),
+        );
+    }
+    let subscribers = |local: usize| match shared {
+        Some(Some((_, subs))) => subs,
+        _ => local as u64,
+    };
+    let Some(t) = Some(name).and_then(|name| {
         let t = broker.topic(&name)?;
         Some(json!({
             "name": name,
-            "subscribers": t.subscribers().len(),
+            "subscribers": subscribers(t.subscribers().len()),
             "messages": t.messages,
             "seq": t.seq,
             "epoch": &*t.epoch,
@@ -145,22 +227,35 @@ fn topic_detail(raw_name: &str, broker: &Broker) -> Reply {
     Reply::json(200, t)
 }
 
-fn create_topic(body: &[u8], broker: &mut Broker) -> Reply {
+/// The valid topic name of a `POST /topics` body, or the 400 that refuses it.
+#[allow(clippy::result_large_err)] // Once per create; no hot path.
+pub fn topic_name(body: &[u8]) -> Result<String, Reply> {
     let value: serde_json::Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(e) => return Reply::error(400, &format!("invalid JSON body: {e}")),
+        Err(e) => return Err(Reply::error(400, &format!("invalid JSON body: {e}"))),
     };
     let Some(name) = value.get("name").and_then(|n| n.as_str()) else {
-        return Reply::error(400, "body must be an object with a string field 'name'");
+        return Err(Reply::error(
+            400,
+            "body must be an object with a string field 'name'",
+        ));
     };
     if !valid_topic(name) {
-        return Reply::error(
+        return Err(Reply::error(
             400,
             "invalid topic name: use 1 to 255 characters from A-Z a-z 0-9 . _ - :",
-        );
+        ));
     }
-    match broker.create_topic(name) {
-        Ok(()) => Reply::json(201, json!({ "status": "created", "topic": name })),
+    Ok(name.to_string())
+}
+
+fn create_topic(body: &[u8], broker: &mut Broker) -> Reply {
+    let name = match topic_name(body) {
+        Ok(name) => name,
+        Err(reply) => return reply,
+    };
+    match broker.create_topic(&name) {
+        Ok(()) => Reply::created(&name),
         Err(_) => Reply::error(409, "topic already exists"),
     }
 }
@@ -172,7 +267,7 @@ fn delete_topic(raw_name: &str, broker: &mut Broker) -> Reply {
     match broker.delete_topic(&name) {
         Ok(conns) => Reply {
             deleted: Some((name.clone(), conns)),
-            ..Reply::json(200, json!({ "status": "deleted", "topic": name }))
+            ..Reply::deleted(&name)
         },
         Err(BrokerError::TopicNotFound | BrokerError::TopicExists) => {
             Reply::error(404, "topic not found")

@@ -200,6 +200,7 @@ pub fn request(method: &str, path: &str, body: &str) -> Request {
 
 pub fn view() -> super::rest::View {
     super::rest::View {
+        engine: None,
         io: IoCounters::default(),
         gauges: Gauges {
             http_connections: 0,
@@ -382,6 +383,7 @@ impl Sim {
     fn create(&mut self, topic: &'static str) {
         let body = format!("{{\"name\":\"{topic}\"}}");
         let reply = self.core.rest(
+            ConnId::new(0, 0),
             &request("POST", "/topics", &body),
             &view(),
             TS,
@@ -396,7 +398,7 @@ impl Sim {
         let path = format!("/topics/{topic}");
         let reply = self
             .core
-            .rest(&request("DELETE", &path, ""), &view(), TS, &mut self.fx);
+            .rest(ConnId::new(0, 0), &request("DELETE", &path, ""), &view(), TS, &mut self.fx);
         let removed = self.model.topics.remove(topic);
         assert_eq!(reply.status, if removed.is_some() { 200 } else { 404 });
     }
@@ -432,12 +434,16 @@ impl Sim {
         // The replay: the last N kept, or every kept event after the point
         // resumed from (the topic's start for a foreign epoch or a client ahead).
         let kept = t.history.len();
+        let again = t.subs.contains_key(&id);
         let (count, recovered) = match since {
             None => (field[9..].parse::<usize>().unwrap_or(0).min(kept), None),
             Some((since, foreign)) => {
                 let after = if foreign || since > t.seq { 0 } else { since };
                 let count = ((t.seq - after) as usize).min(kept);
-                (count, Some(after + kept as u64 >= t.seq))
+                // Subscribed already on this connection: no replay, so
+                // complete only when nothing came after the point.
+                let complete = if again { after >= t.seq } else { after + kept as u64 >= t.seq };
+                (count, Some(complete))
             }
         };
         expect.answers.push_back(Answer {

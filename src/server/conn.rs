@@ -30,6 +30,9 @@ pub struct Http {
     pub buf: Vec<u8>,
     /// When the request now arriving started (slow requests are cut off).
     pub started: Option<Instant>,
+    /// Cluster mode: a request is waiting on Redis (and whether its answer
+    /// closes the connection); the requests behind it wait their turn.
+    pub awaiting: Option<bool>,
 }
 
 pub struct Closing {

@@ -36,6 +36,7 @@ use tungstenite::protocol::{Message, WebSocketConfig};
 use crate::config::Config;
 use crate::core::Core;
 use crate::metrics::Gauges;
+use crate::engine::{CMD_TOKEN, Engine, SUB_TOKEN};
 use net::Net;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -98,6 +99,7 @@ impl Drop for ServerHandle {
 
 /// Binds the listener and runs the server on a thread of its own.
 pub fn start(config: Config) -> io::Result<ServerHandle> {
+    check_redis(&config)?;
     let listener = bind(&config)?;
     let addr = listener.local_addr()?;
     let poll = Poll::new()?;
@@ -118,6 +120,7 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
 /// Runs the server in this thread until SIGTERM/SIGINT (a second one forces the exit).
 pub fn run(config: Config) -> io::Result<Stopped> {
     raise_fd_limit(config.max_connections);
+    check_redis(&config)?;
     let listener = bind(&config)?;
     let poll = Poll::new()?;
     let mut signals = signal_hook_mio::v1_0::Signals::new([
@@ -130,6 +133,17 @@ pub fn run(config: Config) -> io::Result<Stopped> {
     let mut server = Server::new(poll, listener, config, Arc::new(AtomicU8::new(RUN)))?;
     server.signals = Some(signals);
     server.run()
+}
+
+/// Cluster mode: a Redis that refuses the credentials (or the database) is a
+/// start-up error; one that cannot be reached yet is not (the node starts
+/// degraded and keeps trying).
+fn check_redis(config: &Config) -> io::Result<()> {
+    let Some(url) = &config.redis else {
+        return Ok(());
+    };
+    crate::engine::check_credentials(url, Duration::from_secs(2))
+        .map_err(|why| io::Error::new(io::ErrorKind::PermissionDenied, why))
 }
 
 /// Binds the listener; the error names the address that could not be bound.
@@ -171,6 +185,9 @@ struct Server {
     accept_blocked: bool,
     /// The loop's one read buffer, shared by every connection.
     scratch: Box<[u8]>,
+    /// Cluster mode: the link to Redis, and when the core next shares its counts.
+    engine: Option<Engine>,
+    next_sync: Instant,
     batch: Vec<Message>,
 }
 
@@ -190,11 +207,16 @@ impl Server {
             .max_message_size(Some(config.max_message_size))
             .max_frame_size(Some(config.max_message_size));
         let now = Instant::now();
+        let engine = config.redis.clone().map(|url| {
+            let prefix = config.redis_prefix.clone();
+            Engine::new(url, prefix, config.history, config.request_timeout, now)
+        });
+        let node = engine.as_ref().map(|e| e.node.clone());
         Ok(Server {
             listener: Some(listener),
             signals: None,
             control,
-            core: Core::new(&config),
+            core: Core::with_cluster(&config, node),
             next_heartbeat: now + config.heartbeat,
             net: Net::new(poll.registry().try_clone()?, config, now),
             poll,
@@ -203,6 +225,8 @@ impl Server {
             shutdown_deadline: None,
             accept_blocked: false,
             scratch: vec![0; 64 << 10].into_boxed_slice(),
+            engine,
+            next_sync: now,
             batch: Vec::with_capacity(READ_BATCH),
         })
     }
@@ -242,6 +266,12 @@ impl Server {
                             self.begin_shutdown();
                         }
                     }
+                    token @ (CMD_TOKEN | SUB_TOKEN) => {
+                        if let Some(engine) = &mut self.engine {
+                            let now = self.net.now;
+                            engine.ready(self.poll.registry(), token, &mut self.scratch, now);
+                        }
+                    }
                     Token(key) => {
                         if event.is_writable() {
                             if let Some(conn) = self.net.conns.get_mut(key) {
@@ -256,6 +286,7 @@ impl Server {
                 }
             }
             self.run_timers();
+            self.run_engine();
             self.net.flush_all();
             self.reap();
             if let Some(deadline) = self.shutdown_deadline
@@ -281,8 +312,47 @@ impl Server {
         if let Some(t) = self.shutdown_deadline {
             next = next.min(t);
         }
+        if let Some(engine) = &self.engine {
+            next = next.min(self.next_sync);
+            if let Some(t) = engine.next_deadline() {
+                next = next.min(t);
+            }
+        }
         // mio rounds the timeout up to whole milliseconds.
         Some(next.saturating_duration_since(Instant::now()))
+    }
+
+    /// Cluster mode: hands the core's commands to the engine and the
+    /// engine's events to the core until both are quiet, then writes to Redis.
+    fn run_engine(&mut self) {
+        let Some(engine) = &mut self.engine else {
+            return;
+        };
+        let now = self.net.now;
+        if now >= self.next_sync {
+            self.next_sync = now + Duration::from_secs(1);
+            self.core.cluster_tick(&mut self.net);
+        }
+        engine.tick(self.poll.registry(), now);
+        loop {
+            for command in std::mem::take(&mut self.net.commands) {
+                engine.submit(command, now);
+            }
+            let events = engine.take_events();
+            if events.is_empty() {
+                break;
+            }
+            let ts = self.net.stamp();
+            for event in events {
+                self.core.on_engine(event, ts.as_str(), &mut self.net);
+            }
+        }
+        engine.flush(self.poll.registry(), now);
+    }
+
+    /// Cluster mode: the engine's counters, for `/metrics`.
+    fn engine_stats(&self) -> Option<crate::engine::EngineStats> {
+        self.engine.as_ref().map(|e| e.stats)
     }
 
     fn gauges(&self) -> Gauges {

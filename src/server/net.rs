@@ -12,7 +12,10 @@ use super::conn::{Changed, Conn, Next, State};
 use super::timers::Timers;
 use crate::clock::{Clock, STAMP_LEN};
 use crate::config::Config;
+use crate::core::rest::Reply;
 use crate::core::{ConnId, Effects};
+use crate::engine::Command;
+use crate::http;
 use crate::metrics::IoCounters;
 use crate::outbound::{Flush, Kind, Outbound};
 use crate::refusal::Refusal;
@@ -37,6 +40,8 @@ pub struct Net {
     /// Connections to flush or read again next turn (write cap reached, reads resumed).
     pub again: Vec<usize>,
     pub to_reap: Vec<usize>,
+    /// Cluster mode: commands for the engine from this turn's core calls.
+    pub commands: Vec<Command>,
     generation: u32,
 }
 
@@ -54,6 +59,7 @@ impl Net {
             to_flush: Vec::new(),
             again: Vec::new(),
             to_reap: Vec::new(),
+            commands: Vec::new(),
             generation: 0,
         }
     }
@@ -191,6 +197,32 @@ impl Effects for Net {
         }
     }
 
+    fn engine(&mut self, command: Command) {
+        self.commands.push(command);
+    }
+
+    fn reply(&mut self, conn: ConnId, reply: Reply) {
+        let key = conn.key();
+        let Some(c) = self.live(conn) else {
+            return;
+        };
+        let State::Http(http) = &mut c.state else {
+            return;
+        };
+        let Some(close) = http.awaiting.take() else {
+            return;
+        };
+        let response = rest_response(&reply, close);
+        if close {
+            self.close_http(key, response);
+        } else {
+            c.push(response, Kind::Control);
+            self.queue_flush(key);
+            // Requests that arrived meanwhile are handled next turn.
+            self.again.push(key);
+        }
+    }
+
     fn close(&mut self, conn: ConnId, why: Refusal) {
         let Some(c) = self.live(conn) else {
             return;
@@ -207,6 +239,23 @@ impl Effects for Net {
         self.transition(conn.key(), Next::Close(deadline));
         self.queue_flush(conn.key());
     }
+}
+
+/// The HTTP response of a REST reply.
+pub fn rest_response(reply: &Reply, close: bool) -> Bytes {
+    let headers: Vec<(&str, &str)> = reply
+        .allow
+        .map(|a| ("Allow", a))
+        .into_iter()
+        .chain(reply.headers.iter().copied())
+        .collect();
+    http::response(
+        reply.status,
+        reply.content_type,
+        &headers,
+        &reply.body,
+        close,
+    )
 }
 
 /// A copy of a clock stamp.

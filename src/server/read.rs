@@ -99,6 +99,8 @@ impl Server {
     }
 
     fn read_http(&mut self, key: usize) {
+        // Requests that arrived while an earlier one waited on Redis.
+        self.handle_http(key);
         let max_buffered = http::MAX_HEAD + self.net.config.max_body_size + 1;
         let mut budget = READ_CAP;
         loop {
@@ -158,6 +160,9 @@ impl Server {
             let State::Http(http) = &mut conn.state else {
                 return;
             };
+            if http.awaiting.is_some() {
+                return;
+            }
             match http::parse(&http.buf, max_body) {
                 Parsed::Partial => {
                     if http.buf.is_empty() {
@@ -199,23 +204,20 @@ impl Server {
         let view = View {
             io: self.net.io,
             gauges: self.gauges(),
+            engine: self.engine_stats(),
         };
         let ts = self.net.stamp();
-        let reply = self.core.rest(req, &view, ts.as_str(), &mut self.net);
-        let headers: Vec<(&str, &str)> = reply
-            .allow
-            .map(|a| ("Allow", a))
-            .into_iter()
-            .chain(reply.headers.iter().copied())
-            .collect();
-        let response = http::response(
-            reply.status,
-            reply.content_type,
-            &headers,
-            &reply.body,
-            close,
-        );
-        self.answer(key, response, close)
+        let id = self.net.conns[key].id;
+        let reply = self.core.rest(id, req, &view, ts.as_str(), &mut self.net);
+        if reply.pending {
+            // Answered by `Net::reply` once Redis has decided.
+            if let State::Http(http) = &mut self.net.conns[key].state {
+                http.awaiting = Some(close);
+                http.started = None;
+            }
+            return After::Stop;
+        }
+        self.answer(key, super::net::rest_response(&reply, close), close)
     }
 
     fn answer(&mut self, key: usize, response: Bytes, close: bool) -> After {

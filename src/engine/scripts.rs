@@ -1,0 +1,98 @@
+//! The Lua scripts that make each cluster operation one atomic step in Redis.
+//!
+//! Keys are named with the topic as a hash tag (`P:{orders}:meta`,
+//! `P:{orders}:history`) so that each per-topic script touches one hash slot.
+//! The topic set `P:topics` and the control channel are the exceptions (see
+//! the README's cluster section).
+
+/// KEYS: topics set, meta. ARGV: name, epoch, control channel.
+/// Returns 1 when created, 0 when it already existed.
+pub const CREATE: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[2], 'epoch', ARGV[2], 'seq', 0)
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[3], 'created ' .. ARGV[1])
+return 1
+"#;
+
+/// KEYS: topics set, meta, history, subscriber counts. ARGV: name, control channel.
+/// Returns 1 when deleted, 0 when there was no such topic.
+pub const DELETE: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('SREM', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'deleted ' .. ARGV[1])
+return 1
+"#;
+
+/// KEYS: topics set, meta, history. ARGV: event head (up to `"seq":`), event
+/// tail, history size, events channel, epoch for auto-create ('' = off),
+/// name, control channel.
+///
+/// Assigns the next seq, appends the event to the history and publishes
+/// `"<seq> <event>"` in one step. Returns the seq, or -1 when the topic does
+/// not exist.
+pub const PUBLISH: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  if ARGV[5] == '' then return -1 end
+  redis.call('HSET', KEYS[2], 'epoch', ARGV[5], 'seq', 0)
+  redis.call('SADD', KEYS[1], ARGV[6])
+  redis.call('PUBLISH', ARGV[7], 'created ' .. ARGV[6])
+end
+local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+local event = ARGV[1] .. seq .. ARGV[2]
+local keep = tonumber(ARGV[3])
+if keep > 0 then
+  redis.call('RPUSH', KEYS[3], event)
+  redis.call('LTRIM', KEYS[3], -keep, -1)
+end
+redis.call('PUBLISH', ARGV[4], seq .. ' ' .. event)
+return seq
+"#;
+
+/// KEYS: topics set, meta, history. ARGV: epoch for auto-create ('' = off),
+/// name, control channel.
+///
+/// A consistent snapshot: `{epoch, seq, event, event, …}` (the kept events,
+/// oldest first), or `{}` when the topic does not exist.
+pub const READ: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  if ARGV[1] == '' then return {} end
+  redis.call('HSET', KEYS[2], 'epoch', ARGV[1], 'seq', 0)
+  redis.call('SADD', KEYS[1], ARGV[2])
+  redis.call('PUBLISH', ARGV[3], 'created ' .. ARGV[2])
+end
+local m = redis.call('HMGET', KEYS[2], 'epoch', 'seq')
+local out = {m[1], m[2]}
+for _, e in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do table.insert(out, e) end
+return out
+"#;
+
+/// KEYS: topics set. ARGV: prefix, node, now (ms), expiry (ms), then
+/// name/count pairs of this node's subscriptions.
+///
+/// Records this node's counts (each expires unless refreshed) and returns,
+/// for every topic, `{name, seq, subscribers on every live node}`.
+pub const SYNC: &str = r#"
+local prefix, node, now, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local mine = {}
+for i = 5, #ARGV, 2 do mine[ARGV[i]] = ARGV[i + 1] end
+local out = {}
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local subs_key = prefix .. ':{' .. name .. '}:subs'
+  local count = mine[name] or '0'
+  redis.call('HSET', subs_key, node, count .. ':' .. (now + ttl))
+  local total = 0
+  local all = redis.call('HGETALL', subs_key)
+  for i = 1, #all, 2 do
+    local c, expires = string.match(all[i + 1], '(%d+):(%d+)')
+    if c and tonumber(expires) >= now then total = total + tonumber(c)
+    else redis.call('HDEL', subs_key, all[i]) end
+  end
+  local seq = redis.call('HGET', prefix .. ':{' .. name .. '}:meta', 'seq') or '0'
+  table.insert(out, name)
+  table.insert(out, seq)
+  table.insert(out, tostring(total))
+end
+return out
+"#;
