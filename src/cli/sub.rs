@@ -318,7 +318,7 @@ impl Subscriber<'_> {
         };
         let from = if restarted {
             format!(
-                "from the start of epoch {in_epoch} (seq {since} is not in it: the topic was re-created or the server restarted)"
+                "from the start of epoch {in_epoch}, as seq {since} is not in it (the topic was re-created or the server restarted)"
             )
         } else {
             format!("after seq {since} in epoch {in_epoch}")
@@ -328,7 +328,7 @@ impl Subscriber<'_> {
             Some(false) => "recovered: false, some events are no longer kept",
             None => "recovered: unknown",
         };
-        eprintln!("pubsubd: {verb} '{topic}' {from} ({recovered})");
+        eprintln!("pubsubd: {verb} '{topic}' {from}; {recovered}");
         self.position = Some(Position {
             seq: if restarted { 0 } else { since },
             epoch: epoch.or_else(|| sent_epoch.map(String::from)),
