@@ -247,6 +247,29 @@ impl Config {
         Config::from_args(args, |k| std::env::var(k).ok())
     }
 
+    /// What in the environment looks meant for pubsubd but is not read: the
+    /// unprefixed `PORT` and `HOST` that other versions of this service take.
+    /// Start-up goes on; the server logs each warning once logging is up.
+    pub fn environment_warnings<E>(env: E) -> Vec<String>
+    where
+        E: Fn(&str) -> Option<String>,
+    {
+        let set = |name: &str| env(name).is_some_and(|v| !v.trim().is_empty());
+        ["port", "host"]
+            .into_iter()
+            .filter_map(|flag| {
+                let plain = flag.to_ascii_uppercase();
+                let ours = env_name(flag);
+                (set(&plain) && !set(&ours)).then(|| {
+                    format!(
+                        "{plain} is set but pubsubd does not read it: it reads {ours} \
+                         (or --{flag}); ignoring {plain}"
+                    )
+                })
+            })
+            .collect()
+    }
+
     fn apply(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
         let v = value.trim();
         match name {
@@ -287,7 +310,8 @@ impl Config {
             "overflow-policy" => {
                 self.overflow_policy = match v {
                     "disconnect" => OverflowPolicy::Disconnect,
-                    "drop-oldest" => OverflowPolicy::DropOldest,
+                    // `drop_oldest`: the spelling of the Python and Go versions of this service.
+                    "drop-oldest" | "drop_oldest" => OverflowPolicy::DropOldest,
                     _ => return Err(setting(name, v, "disconnect or drop-oldest")),
                 }
             }
@@ -464,6 +488,37 @@ mod tests {
         assert!(!c.auto_create_topics);
         let c = parse(&["--overflow-policy", "drop-oldest"], &[]).unwrap();
         assert_eq!(c.overflow_policy, OverflowPolicy::DropOldest);
+    }
+
+    #[test]
+    fn porting_aliases_and_warnings() {
+        let c = parse(&["--overflow-policy", "drop_oldest"], &[]).unwrap();
+        assert_eq!(c.overflow_policy, OverflowPolicy::DropOldest);
+        let c = parse(&[], &[("PUBSUBD_OVERFLOW_POLICY", "drop_oldest")]).unwrap();
+        assert_eq!(c.overflow_policy, OverflowPolicy::DropOldest);
+        assert!(parse(&["--overflow-policy", "drop oldest"], &[]).is_err());
+
+        let warnings = |env: &[(&str, &str)]| {
+            Config::environment_warnings(|k| {
+                env.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            })
+        };
+        assert_eq!(warnings(&[]), Vec::<String>::new());
+        let w = warnings(&[("PORT", "3000"), ("HOST", "0.0.0.0")]);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("PORT is set") && w[0].contains("PUBSUBD_PORT"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].starts_with("HOST is set") && w[1].contains("PUBSUBD_HOST"),
+            "{w:?}"
+        );
+        // Set alongside ours, or empty: nothing to say.
+        let w = warnings(&[("PORT", "3000"), ("PUBSUBD_PORT", "3000"), ("HOST", " ")]);
+        assert_eq!(w, Vec::<String>::new());
     }
 
     #[test]

@@ -43,6 +43,9 @@ fn serve(args: Vec<String>) -> ExitCode {
         simplelog::TerminalMode::Stderr,
         simplelog::ColorChoice::Never,
     );
+    for warning in Config::environment_warnings(|k| std::env::var(k).ok()) {
+        log::warn!("{warning}");
+    }
     match pubsubd::run(config) {
         Ok(pubsubd::Stopped::Gracefully) => ExitCode::SUCCESS,
         Ok(pubsubd::Stopped::Forced) => ExitCode::from(130),

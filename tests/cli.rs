@@ -713,3 +713,39 @@ fn a_port_in_use_is_a_start_up_error_naming_the_address() {
         out.stderr
     );
 }
+
+#[test]
+fn unprefixed_port_and_host_are_warned_about_and_not_read() {
+    // PORT and HOST as a platform (or a port of another implementation) sets
+    // them: the server says which variables it reads, and starts where its
+    // settings say.
+    let mut cmd = binary(&["--host", "127.0.0.1", "--port", "0"]);
+    cmd.env("PORT", "1234").env("HOST", "10.9.8.7");
+    let server = ServerProcess::spawn(&mut cmd);
+    assert_ne!(server.addr.port(), 1234);
+    assert_eq!(http(server.addr, "GET", "/health", None).status, 200);
+    let out = server.stop();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    for (plain, ours) in [("PORT", "PUBSUBD_PORT"), ("HOST", "PUBSUBD_HOST")] {
+        let expected = format!("{plain} is set but pubsubd does not read it: it reads {ours}");
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.contains("WARN") && l.contains(&expected)),
+            "no warning about {plain}:\n{}",
+            out.stderr
+        );
+    }
+
+    // Beside PUBSUBD_PORT there is nothing to warn about, and PUBSUBD_PORT wins.
+    let mut cmd = binary(&[]);
+    cmd.env("PORT", "1234")
+        .env("PUBSUBD_PORT", "0")
+        .env("PUBSUBD_HOST", "127.0.0.1")
+        .env_remove("HOST");
+    let server = ServerProcess::spawn(&mut cmd);
+    assert_ne!(server.addr.port(), 1234);
+    let out = server.stop();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(!out.stderr.contains("does not read it"), "{}", out.stderr);
+}

@@ -9,6 +9,7 @@
 pub(crate) mod endpoint;
 pub(crate) mod http;
 mod rest;
+mod sub;
 mod ws;
 
 use std::process::ExitCode;
@@ -105,17 +106,33 @@ const COMMON_OPTIONS: &[Opt] = &[
 
 const SUB: Command = Command {
     name: "sub",
-    options: &[Opt::value("last-n"), Opt::value("client-id")],
+    options: &[
+        Opt::value("last-n"),
+        Opt::value("since"),
+        Opt::value("epoch"),
+        Opt::switch("follow"),
+        Opt::value("client-id"),
+    ],
     usage: "\
-pubsubd sub TOPIC [--last-n N] [--client-id ID]
+pubsubd sub TOPIC [--last-n N | --since SEQ [--epoch E]] [--follow] [--client-id ID]
 
 Subscribes to TOPIC and prints each event, the server's `event` object as
-received, as one JSON line on stdout until interrupted or the server closes.
+received (with its \"seq\"), as one JSON line on stdout until interrupted or
+the server closes.
     --last-n N        first replay up to N recent events (default 0)
+    --since SEQ       first send every kept event after SEQ (the last seq you
+                      saw), then live ones; stderr says whether that was all
+                      of them (recovered: true) or the server no longer had some
+    --epoch E         the epoch SEQ belongs to (from an earlier run); if the
+                      topic was re-created since, it is followed from its start
+    --follow          on a lost connection or a server restart, reconnect
+                      (waiting 0.1 s, doubling up to 5 s) and resume after the
+                      last seq printed; a note on stderr tells each reconnect
     --client-id ID    subscriber id (default cli-<random>); the same id on
                       another connection takes the subscription over
-Exit: 0 when the server shuts down (close 1001), 1 on an error (unknown topic,
-topic deleted, subscription taken over, slow consumer, connection lost).
+Exit: 0 when the server shuts down (close 1001; with --follow, never), 1 on an
+error (unknown topic, topic deleted, subscription taken over, slow consumer and
+connection lost unless --follow).
 ",
 };
 
@@ -223,15 +240,13 @@ fn run(
     let args: Vec<&str> = parsed.positional.iter().map(String::as_str).collect();
     match (command, args.as_slice()) {
         ("sub", [topic]) => {
-            let last_n = match parsed.value("last-n") {
-                None => 0,
-                Some(v) => v.parse::<u64>().map_err(|_| {
-                    Failure::Usage(format!(
-                        "invalid --last-n '{v}': expected a whole number >= 0"
-                    ))
-                })?,
+            let options = sub::Options {
+                topic,
+                client_id: parsed.value("client-id"),
+                start: sub_start(parsed)?,
+                follow: parsed.switch("follow"),
             };
-            ws::subscribe(&client, topic, last_n, parsed.value("client-id"))
+            sub::subscribe(&client, &options)
         }
         ("pub", [topic]) => ws::publish(&client, topic, None, parsed.value("client-id")),
         ("pub", [topic, json]) => {
@@ -251,6 +266,31 @@ fn run(
             "unexpected argument '{}'",
             args.last().copied().unwrap_or_default()
         ))),
+    }
+}
+
+/// Where `sub` starts: `--last-n`, or `--since` with an optional `--epoch`.
+fn sub_start(parsed: &Parsed) -> Result<sub::Start, Failure> {
+    let whole = |flag: &str| match parsed.value(flag) {
+        None => Ok(None),
+        Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+            Failure::Usage(format!(
+                "invalid --{flag} '{v}': expected a whole number >= 0"
+            ))
+        }),
+    };
+    let epoch = parsed.value("epoch").map(String::from);
+    match (whole("last-n")?, whole("since")?, epoch) {
+        (Some(_), Some(_), _) => Err(Failure::Usage(
+            "give --last-n or --since, not both: --since resumes after a seq, \
+             --last-n replays the most recent events"
+                .to_string(),
+        )),
+        (_, None, Some(_)) => Err(Failure::Usage(
+            "--epoch goes with --since: the epoch the seq belongs to".to_string(),
+        )),
+        (_, Some(seq), epoch) => Ok(sub::Start::Since { seq, epoch }),
+        (last_n, None, None) => Ok(sub::Start::LastN(last_n.unwrap_or(0))),
     }
 }
 
@@ -398,6 +438,41 @@ mod tests {
             local_url(&env(&[("PUBSUBD_HOST", "10.1.2.3")])),
             "http://10.1.2.3:8080"
         );
+    }
+
+    #[test]
+    fn sub_starts_from_last_n_or_since() {
+        let start = |args: &[&str]| sub_start(&parse(&SUB, strings(args)).unwrap());
+        assert!(matches!(start(&["t"]), Ok(sub::Start::LastN(0))));
+        assert!(matches!(
+            start(&["t", "--last-n", "4"]),
+            Ok(sub::Start::LastN(4))
+        ));
+        assert!(matches!(
+            start(&["t", "--since", "7", "--follow"]),
+            Ok(sub::Start::Since {
+                seq: 7,
+                epoch: None
+            })
+        ));
+        match start(&["t", "--since=7", "--epoch", "k3f9a2c1"]) {
+            Ok(sub::Start::Since { seq: 7, epoch }) => {
+                assert_eq!(epoch.as_deref(), Some("k3f9a2c1"))
+            }
+            _ => panic!("--since with --epoch"),
+        }
+        for args in [
+            &["t", "--since", "1", "--last-n", "2"][..],
+            &["t", "--epoch", "k3f9a2c1"],
+            &["t", "--since", "-1"],
+            &["t", "--since", "x"],
+        ] {
+            assert!(matches!(start(args), Err(Failure::Usage(_))), "{args:?}");
+        }
+        assert!(matches!(
+            parse(&SUB, strings(&["t", "--follow=yes"])),
+            Err(Failure::Usage(_))
+        ));
     }
 
     #[test]

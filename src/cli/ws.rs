@@ -1,7 +1,7 @@
-//! `sub` and `pub`: the WebSocket side of the client.
+//! The WebSocket side of the client: connecting, reading, closing, and `pub`.
 
 use std::collections::VecDeque;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead};
 use std::net::TcpStream;
 use std::process::ExitCode;
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
@@ -18,7 +18,7 @@ use tungstenite::{Message, WebSocket};
 use super::http::Response;
 use super::{Client, Failure};
 
-type Socket = WebSocket<TcpStream>;
+pub(super) type Socket = WebSocket<TcpStream>;
 
 /// Publishes in flight at once when reading stdin; answers come back in order.
 const WINDOW: usize = 32;
@@ -29,23 +29,32 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 const IDLE_POLL: Duration = Duration::from_millis(50);
 
 /// Opens the WebSocket at `{url}/ws`, sending the API key as `X-API-Key`.
-fn connect(client: &Client) -> Result<Socket, Failure> {
+pub(super) fn connect(client: &Client) -> Result<Socket, Failure> {
+    open(client).map_err(|(failure, _)| failure)
+}
+
+/// [`connect`], and the HTTP status when the server refused the handshake.
+pub(super) fn open(client: &Client) -> Result<Socket, (Failure, Option<u16>)> {
+    let plain = |failure| (failure, None);
     let url = client.endpoint.ws_url();
     let stream = client
         .endpoint
         .connect(client.timeout)
-        .map_err(Failure::Failed)?;
+        .map_err(|e| plain(Failure::Failed(e)))?;
     let timeouts = stream
         .set_read_timeout(Some(client.timeout))
         .and_then(|()| stream.set_write_timeout(Some(client.timeout)));
-    timeouts.map_err(|e| Failure::Failed(format!("cannot configure the socket: {e}")))?;
-    let mut request = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| Failure::Usage(format!("invalid WebSocket URL '{url}': {e}")))?;
+    timeouts.map_err(|e| plain(Failure::Failed(format!("cannot configure the socket: {e}"))))?;
+    let mut request = url.as_str().into_client_request().map_err(|e| {
+        plain(Failure::Usage(format!(
+            "invalid WebSocket URL '{url}': {e}"
+        )))
+    })?;
     if let Some(key) = &client.api_key {
         let value = HeaderValue::from_str(key).map_err(|_| {
-            Failure::Usage("the API key has characters an HTTP header cannot carry".to_string())
+            plain(Failure::Usage(
+                "the API key has characters an HTTP header cannot carry".to_string(),
+            ))
         })?;
         request.headers_mut().insert("X-API-Key", value);
     }
@@ -59,29 +68,32 @@ fn connect(client: &Client) -> Result<Socket, Failure> {
                 headers: Vec::new(),
                 body: response.body().clone().unwrap_or_default(),
             };
-            Err(Failure::Failed(format!(
-                "the server refused the WebSocket at {url}: {}",
-                refused.error_text()
-            )))
+            Err((
+                Failure::Failed(format!(
+                    "the server refused the WebSocket at {url}: {}",
+                    refused.error_text()
+                )),
+                Some(refused.status),
+            ))
         }
-        Err(HandshakeError::Failure(e)) => Err(Failure::Failed(format!(
+        Err(HandshakeError::Failure(e)) => Err(plain(Failure::Failed(format!(
             "WebSocket handshake with {url} failed: {}",
             describe(&e, client.timeout)
-        ))),
+        )))),
         // A blocking socket only "interrupts" the handshake when its timeout expires.
-        Err(HandshakeError::Interrupted(_)) => Err(Failure::Failed(format!(
+        Err(HandshakeError::Interrupted(_)) => Err(plain(Failure::Failed(format!(
             "WebSocket handshake with {url} failed: no answer within {:.1} s",
             client.timeout.as_secs_f64()
-        ))),
+        )))),
     }
 }
 
-fn is_timeout(err: &tungstenite::Error) -> bool {
+pub(super) fn is_timeout(err: &tungstenite::Error) -> bool {
     matches!(err, tungstenite::Error::Io(e)
         if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
 }
 
-fn describe(err: &tungstenite::Error, timeout: Duration) -> String {
+pub(super) fn describe(err: &tungstenite::Error, timeout: Duration) -> String {
     if is_timeout(err) {
         format!("no answer within {:.1} s", timeout.as_secs_f64())
     } else {
@@ -90,7 +102,7 @@ fn describe(err: &tungstenite::Error, timeout: Duration) -> String {
 }
 
 /// What one read produced.
-enum Received {
+pub(super) enum Received {
     /// A server message: its text as received and its parsed JSON.
     Json(String, Value),
     Closed(Option<CloseFrame>),
@@ -99,7 +111,10 @@ enum Received {
 }
 
 /// Reads one message, waiting at most `timeout` (`None`: forever).
-fn receive(socket: &mut Socket, timeout: Option<Duration>) -> Result<Received, tungstenite::Error> {
+pub(super) fn receive(
+    socket: &mut Socket,
+    timeout: Option<Duration>,
+) -> Result<Received, tungstenite::Error> {
     // A zero timeout means "block" to the OS: keep it strictly positive.
     let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
     socket.get_ref().set_read_timeout(timeout)?;
@@ -119,12 +134,12 @@ fn receive(socket: &mut Socket, timeout: Option<Duration>) -> Result<Received, t
     })
 }
 
-fn field<'a>(value: &'a Value, name: &str) -> Option<&'a str> {
+pub(super) fn field<'a>(value: &'a Value, name: &str) -> Option<&'a str> {
     value.get(name).and_then(Value::as_str)
 }
 
 /// `CODE: message` of an `error` answer.
-fn error_text(value: &Value) -> String {
+pub(super) fn error_text(value: &Value) -> String {
     let error = value.get("error");
     let code = error.and_then(|e| field(e, "code")).unwrap_or("ERROR");
     let message = error
@@ -133,7 +148,7 @@ fn error_text(value: &Value) -> String {
     format!("{code}: {message}")
 }
 
-fn close_text(frame: &Option<CloseFrame>) -> String {
+pub(super) fn close_text(frame: &Option<CloseFrame>) -> String {
     match frame {
         None => "no close code".to_string(),
         Some(f) if f.reason.is_empty() => format!("close code {}", u16::from(f.code)),
@@ -142,132 +157,13 @@ fn close_text(frame: &Option<CloseFrame>) -> String {
 }
 
 /// Closes our side and waits briefly for the server's, so it sees a clean close.
-fn hang_up(mut socket: Socket) {
+pub(super) fn hang_up(mut socket: Socket) {
     let _ = socket.close(None);
     let deadline = Instant::now() + CLOSE_WAIT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || receive(&mut socket, Some(left)).is_err() {
             return;
-        }
-    }
-}
-
-/// `pubsubd sub`: prints events as JSON lines until the subscription ends.
-pub fn subscribe(
-    client: &Client,
-    topic: &str,
-    last_n: u64,
-    client_id: Option<&str>,
-) -> Result<ExitCode, Failure> {
-    let client_id = client_id
-        .map(String::from)
-        .unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4().simple()));
-    let mut socket = connect(client)?;
-    let request = json!({
-        "type": "subscribe",
-        "topic": topic,
-        "client_id": client_id,
-        "last_n": last_n,
-        "request_id": "sub",
-    });
-    let lost = |e: tungstenite::Error| {
-        Failure::Failed(format!(
-            "connection to {} lost: {}",
-            client.endpoint.ws_url(),
-            describe(&e, client.timeout)
-        ))
-    };
-    socket
-        .send(Message::text(request.to_string()))
-        .map_err(lost)?;
-
-    let subscribe_deadline = Instant::now() + client.timeout;
-    let mut subscribed = false;
-    // Set by an error the server sends before it closes (e.g. SLOW_CONSUMER).
-    let mut server_error = None;
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    loop {
-        let timeout =
-            (!subscribed).then(|| subscribe_deadline.saturating_duration_since(Instant::now()));
-        let (raw, message) = match receive(&mut socket, timeout) {
-            Ok(Received::Json(raw, message)) => (raw, message),
-            Ok(Received::Other) => continue,
-            Ok(Received::Closed(frame)) => {
-                hang_up(socket);
-                return match (server_error, &frame) {
-                    (Some(error), _) => Err(Failure::Failed(error)),
-                    (None, None) => Ok(ExitCode::SUCCESS),
-                    (None, Some(f)) if matches!(u16::from(f.code), 1000 | 1001) => {
-                        Ok(ExitCode::SUCCESS)
-                    }
-                    (None, Some(_)) => Err(Failure::Failed(format!(
-                        "the server closed the subscription ({})",
-                        close_text(&frame)
-                    ))),
-                };
-            }
-            Err(e) if is_timeout(&e) && !subscribed => {
-                return Err(Failure::Failed(format!(
-                    "subscribe to '{topic}': no answer within {:.1} s",
-                    client.timeout.as_secs_f64()
-                )));
-            }
-            Err(e) => return Err(server_error.map_or_else(|| lost(e), Failure::Failed)),
-        };
-        match field(&message, "type").unwrap_or("") {
-            "event" => {
-                // One line per event: the server's JSON is compact, but be sure.
-                let line = if raw.contains('\n') {
-                    message.to_string()
-                } else {
-                    raw
-                };
-                if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
-                    hang_up(socket);
-                    return if e.kind() == io::ErrorKind::BrokenPipe {
-                        Ok(ExitCode::SUCCESS)
-                    } else {
-                        Err(Failure::Failed(format!("cannot write to stdout: {e}")))
-                    };
-                }
-            }
-            "ack" if field(&message, "request_id") == Some("sub") => subscribed = true,
-            "error" if field(&message, "request_id") == Some("sub") => {
-                hang_up(socket);
-                return Err(Failure::Failed(format!(
-                    "subscribe to '{topic}' failed: {}",
-                    error_text(&message)
-                )));
-            }
-            "error" => {
-                let text = format!(
-                    "the server ended the subscription: {}",
-                    error_text(&message)
-                );
-                server_error = Some(text);
-            }
-            "info" => match field(&message, "msg").unwrap_or("") {
-                "ping" => {}
-                "server_shutdown" => eprintln!("pubsubd: the server is shutting down"),
-                "messages_dropped" => eprintln!(
-                    "pubsubd: warning: the server dropped {} event(s) this subscriber was too slow to take",
-                    message.get("dropped").map_or(json!("some"), Value::clone)
-                ),
-                "topic_deleted" if field(&message, "topic") == Some(topic) => {
-                    hang_up(socket);
-                    return Err(Failure::Failed(format!("topic '{topic}' was deleted")));
-                }
-                "subscription_replaced" if field(&message, "topic") == Some(topic) => {
-                    hang_up(socket);
-                    return Err(Failure::Failed(format!(
-                        "another connection subscribed to '{topic}' with client id '{client_id}' and took the subscription over"
-                    )));
-                }
-                _ => eprintln!("pubsubd: {raw}"),
-            },
-            _ => {}
         }
     }
 }

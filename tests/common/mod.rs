@@ -429,7 +429,13 @@ pub struct ServerProcess {
 impl ServerProcess {
     pub fn start(args: &[&str]) -> ServerProcess {
         let mut cmd = binary(&["--host", "127.0.0.1", "--port", "0"]);
-        let mut child = cmd.args(args).spawn().expect("spawn the server");
+        cmd.args(args);
+        ServerProcess::spawn(&mut cmd)
+    }
+
+    /// Runs `cmd` (the binary as a server, from [`binary`]) until it logs its address.
+    pub fn spawn(cmd: &mut Command) -> ServerProcess {
+        let mut child = cmd.spawn().expect("spawn the server");
         let stdout = read_all_later(child.stdout.take());
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = std::sync::mpsc::channel();
