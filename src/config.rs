@@ -346,9 +346,14 @@ impl Config {
             "redis-prefix" => {
                 let ok = !v.is_empty()
                     && v.len() <= 64
-                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
                 if !ok {
-                    return Err(setting(name, v, "1 to 64 characters from A-Z a-z 0-9 . _ - :"));
+                    return Err(setting(
+                        name,
+                        v,
+                        "1 to 64 characters from A-Z a-z 0-9 . _ - :",
+                    ));
                 }
                 self.redis_prefix = v.to_string();
             }

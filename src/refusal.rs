@@ -80,7 +80,9 @@ impl Refusal {
     pub fn message(&self) -> Cow<'_, str> {
         match self {
             Refusal::BadRequest(m) | Refusal::Forbidden(m) => Cow::Borrowed(m),
-            Refusal::Unavailable => "unavailable".into(),
+            Refusal::Unavailable => {
+                "the cluster's shared engine (Redis) cannot be reached: retry later".into()
+            }
             Refusal::TopicNotFound(t) => Cow::Owned(format!(
                 "topic '{t}' does not exist: create it with POST /topics"
             )),

@@ -361,7 +361,11 @@ impl Broker {
 
     /// Cluster mode: drops a mirrored topic nobody here subscribes to.
     pub fn forget(&mut self, name: &str) {
-        if self.topics.get(name).is_some_and(|t| t.subscribers.is_empty()) {
+        if self
+            .topics
+            .get(name)
+            .is_some_and(|t| t.subscribers.is_empty())
+        {
             self.topics.remove(name);
         }
     }

@@ -178,12 +178,15 @@ impl Core {
                 epoch: epoch.as_ref().map(|e| e.to_string().into()),
             },
         };
-        c.pending.entry(conn).or_default().push_back(Held::Subscribe {
-            rid: rid.map(Into::into),
-            topic: topic.into(),
-            client_id: client_id.into(),
-            replay,
-        });
+        c.pending
+            .entry(conn)
+            .or_default()
+            .push_back(Held::Subscribe {
+                rid: rid.map(Into::into),
+                topic: topic.into(),
+                client_id: client_id.into(),
+                replay,
+            });
     }
 
     /// Sends what is ready at the front of `conn`'s queue, in order, and runs
@@ -256,7 +259,8 @@ impl Core {
                 else {
                     return;
                 };
-                let Held::Publish { rid, topic, .. } = std::mem::replace(held, Held::Ready(Bytes::new()))
+                let Held::Publish { rid, topic, .. } =
+                    std::mem::replace(held, Held::Ready(Bytes::new()))
                 else {
                     return;
                 };
@@ -326,7 +330,10 @@ impl Core {
             }
             Event::TopicDeleted(topic) => self.topic_gone(&topic, ts, fx),
             Event::Stats(stats) => {
-                c.topics = stats.into_iter().map(|(t, seq, subs)| (t, (seq, subs))).collect();
+                c.topics = stats
+                    .into_iter()
+                    .map(|(t, seq, subs)| (t, (seq, subs)))
+                    .collect();
             }
             Event::Up => {
                 c.up = true;
@@ -462,7 +469,8 @@ impl Core {
                     && &**t == topic
                 {
                     self.counters.reject(&why);
-                    let error = protocol::error(rid.as_deref(), Some(topic), code, &why.message(), ts);
+                    let error =
+                        protocol::error(rid.as_deref(), Some(topic), code, &why.message(), ts);
                     *held = Held::Ready(error);
                 }
             }

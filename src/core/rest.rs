@@ -3,8 +3,8 @@
 use serde_json::json;
 
 use super::ConnId;
-use super::cluster::Cluster;
 use super::broker::{Broker, BrokerError};
+use super::cluster::Cluster;
 use crate::dashboard;
 use crate::http::{self, Request};
 use crate::metrics::{self, Counters, Gauges, IoCounters};

@@ -396,9 +396,13 @@ impl Sim {
 
     fn delete(&mut self, topic: &'static str) {
         let path = format!("/topics/{topic}");
-        let reply = self
-            .core
-            .rest(ConnId::new(0, 0), &request("DELETE", &path, ""), &view(), TS, &mut self.fx);
+        let reply = self.core.rest(
+            ConnId::new(0, 0),
+            &request("DELETE", &path, ""),
+            &view(),
+            TS,
+            &mut self.fx,
+        );
         let removed = self.model.topics.remove(topic);
         assert_eq!(reply.status, if removed.is_some() { 200 } else { 404 });
     }
@@ -442,7 +446,11 @@ impl Sim {
                 let count = ((t.seq - after) as usize).min(kept);
                 // Subscribed already on this connection: no replay, so
                 // complete only when nothing came after the point.
-                let complete = if again { after >= t.seq } else { after + kept as u64 >= t.seq };
+                let complete = if again {
+                    after >= t.seq
+                } else {
+                    after + kept as u64 >= t.seq
+                };
                 (count, Some(complete))
             }
         };

@@ -37,7 +37,13 @@ fn publish(n: u64) -> String {
 
 fn create(core: &mut Core, fx: &mut Peers, name: &str) {
     let body = format!("{{\"name\":\"{name}\"}}");
-    let reply = core.rest(ConnId::new(0, 0), &request("POST", "/topics", &body), &view(), TS, fx);
+    let reply = core.rest(
+        ConnId::new(0, 0),
+        &request("POST", "/topics", &body),
+        &view(),
+        TS,
+        fx,
+    );
     assert_eq!(reply.status, 201);
 }
 
@@ -139,7 +145,13 @@ fn replay_then_takeover_then_delete() {
     assert_eq!(old[0]["msg"], "subscription_replaced");
     assert_eq!(core.broker.subscription_count(), 1);
     take(&mut fx, ids[0]);
-    let reply = core.rest(ConnId::new(0, 0), &request("DELETE", "/topics/t", ""), &view(), TS, &mut fx);
+    let reply = core.rest(
+        ConnId::new(0, 0),
+        &request("DELETE", "/topics/t", ""),
+        &view(),
+        TS,
+        &mut fx,
+    );
     assert_eq!(reply.status, 200);
     let told = take(&mut fx, ids[0]);
     assert_eq!(

@@ -55,17 +55,26 @@ pub enum Command {
         create: Option<Box<str>>,
     },
     /// Read a followed topic's state again (a gap was seen, or the link came back).
-    Resync { topic: Box<str> },
-    Unfollow { topic: Box<str> },
+    Resync {
+        topic: Box<str>,
+    },
+    Unfollow {
+        topic: Box<str>,
+    },
     /// `slot` is `None` for a re-registration after Redis lost its data.
     Create {
         slot: Option<Slot>,
         topic: Box<str>,
         epoch: Box<str>,
     },
-    Delete { slot: Slot, topic: Box<str> },
+    Delete {
+        slot: Slot,
+        topic: Box<str>,
+    },
     /// Publish this node's subscription counts and read every topic's.
-    Sync { counts: Vec<(Box<str>, usize)> },
+    Sync {
+        counts: Vec<(Box<str>, usize)>,
+    },
 }
 
 /// Why a cluster request failed.
@@ -184,6 +193,8 @@ pub struct Engine {
     events: Vec<Event>,
     pub stats: EngineStats,
     retry_at: Option<Instant>,
+    /// A connection attempt in progress, and when it is given up.
+    connecting: Option<Instant>,
     backoff: Duration,
     down_logged: bool,
 }
@@ -213,6 +224,7 @@ impl Engine {
             events: Vec::new(),
             stats: EngineStats::default(),
             retry_at: Some(now),
+            connecting: None,
             backoff: MIN_BACKOFF,
             down_logged: false,
         }
@@ -367,12 +379,18 @@ impl Engine {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis())
                     .to_string();
-                let counts: Vec<(Box<str>, String)> =
-                    counts.into_iter().map(|(t, n)| (t, n.to_string())).collect();
+                let counts: Vec<(Box<str>, String)> = counts
+                    .into_iter()
+                    .map(|(t, n)| (t, n.to_string()))
+                    .collect();
                 let prefix = self.prefix.clone();
                 let node = self.node.clone();
-                let mut args: Vec<&[u8]> =
-                    vec![prefix.as_bytes(), node.as_bytes(), now_ms.as_bytes(), b"3000"];
+                let mut args: Vec<&[u8]> = vec![
+                    prefix.as_bytes(),
+                    node.as_bytes(),
+                    now_ms.as_bytes(),
+                    b"3000",
+                ];
                 for (t, n) in &counts {
                     args.push(t.as_bytes());
                     args.push(n.as_bytes());
@@ -409,10 +427,10 @@ impl Engine {
             | Waiting::Delete(_, t) => Some(*t + self.timeout),
             _ => None,
         });
-        match (self.retry_at, oldest) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.retry_at, oldest, self.connecting]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Reconnects when it is time, and fails requests Redis has not answered in time.
@@ -420,6 +438,9 @@ impl Engine {
         if self.retry_at.is_some_and(|t| t <= now) {
             self.retry_at = None;
             self.connect(registry, now);
+        }
+        if self.connecting.is_some_and(|t| t <= now) {
+            return self.link_failed(registry, now, "connecting timed out");
         }
         for i in 0..self.waiting.len() {
             let expired = match &self.waiting[i] {
@@ -498,6 +519,15 @@ impl Engine {
         let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
         args.extend(channels.iter().map(Vec::as_slice));
         resp::command(&mut self.sub.out, &args);
+        self.connecting = Some(now + self.timeout);
+    }
+
+    /// Both links connected: the cluster is reachable (again).
+    fn linked(&mut self) {
+        if self.stats.up || !self.cmd.connected || !self.sub.connected {
+            return;
+        }
+        self.connecting = None;
         self.stats.up = true;
         if self.down_logged {
             log::info!("redis {} is reachable again", self.url);
@@ -512,7 +542,10 @@ impl Engine {
 
     fn link_failed(&mut self, registry: &Registry, now: Instant, why: &str) {
         if !self.down_logged {
-            log::warn!("redis {} is unreachable ({why}): retrying in the background", self.url);
+            log::warn!(
+                "redis {} is unreachable ({why}): retrying in the background",
+                self.url
+            );
             self.down_logged = true;
         }
         for link in [&mut self.cmd, &mut self.sub] {
@@ -523,6 +556,7 @@ impl Engine {
             link.out.clear();
             link.inbuf.clear();
         }
+        self.connecting = None;
         let was_up = std::mem::replace(&mut self.stats.up, false);
         for w in std::mem::take(&mut self.waiting) {
             self.fail(w);
@@ -569,6 +603,7 @@ impl Engine {
         if let Err(why) = result {
             return self.link_failed(registry, now, &why);
         }
+        self.linked();
         loop {
             let link = if on_cmd { &mut self.cmd } else { &mut self.sub };
             let (value, used) = match resp::decode(&link.inbuf) {
@@ -798,9 +833,7 @@ pub fn check_credentials(url: &RedisUrl, timeout: Duration) -> Result<(), String
     let mut expected = 0;
     if let Some(password) = &url.password {
         match &url.user {
-            Some(user) => {
-                resp::command(&mut out, &[b"AUTH", user.as_bytes(), password.as_bytes()])
-            }
+            Some(user) => resp::command(&mut out, &[b"AUTH", user.as_bytes(), password.as_bytes()]),
             None => resp::command(&mut out, &[b"AUTH", password.as_bytes()]),
         }
         expected += 1;

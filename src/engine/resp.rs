@@ -96,7 +96,9 @@ fn decode_at(buf: &[u8], at: usize, depth: usize) -> Step {
     let next = line_end + 2;
     let text = || std::str::from_utf8(line).map_err(|_| "RESP line is not UTF-8");
     let int = || -> Result<i64, &'static str> {
-        text()?.parse::<i64>().map_err(|_| "RESP length or integer is not a number")
+        text()?
+            .parse::<i64>()
+            .map_err(|_| "RESP length or integer is not a number")
     };
     match kind {
         b'+' => Ok(Some((Value::Simple(text()?.to_string()), next))),

@@ -40,9 +40,11 @@ impl RedisUrl {
     /// Parses a URL; the error never repeats the URL (it may hold a password).
     pub fn parse(url: &str) -> Result<RedisUrl, String> {
         if url.starts_with("rediss://") {
-            return Err("rediss:// (TLS) is not supported: use redis:// on a trusted network, \
+            return Err(
+                "rediss:// (TLS) is not supported: use redis:// on a trusted network, \
                         or a TLS tunnel (stunnel, spiped) in front of Redis"
-                .into());
+                    .into(),
+            );
         }
         let Some(rest) = url.strip_prefix("redis://") else {
             return Err("expected redis://[[user]:password@]host[:port][/db]".into());
@@ -54,10 +56,7 @@ impl RedisUrl {
         let (user, password) = match auth {
             None => (None, None),
             Some(auth) => match auth.split_once(':') {
-                Some((u, p)) => (
-                    (!u.is_empty()).then(|| u.to_string()),
-                    Some(p.to_string()),
-                ),
+                Some((u, p)) => ((!u.is_empty()).then(|| u.to_string()), Some(p.to_string())),
                 // `redis://secret@host`: a lone word is the password, as redis-cli takes it.
                 None => (None, Some(auth.to_string())),
             },
@@ -109,17 +108,32 @@ mod tests {
     fn parses_every_form_and_never_shows_the_password() {
         let u = RedisUrl::parse("redis://app:s3cret@cache.local:6380/2").unwrap();
         assert_eq!(
-            (u.host.as_str(), u.port, u.db, u.user.as_deref(), u.password.as_deref()),
+            (
+                u.host.as_str(),
+                u.port,
+                u.db,
+                u.user.as_deref(),
+                u.password.as_deref()
+            ),
             ("cache.local", 6380, 2, Some("app"), Some("s3cret"))
         );
         assert_eq!(u.to_string(), "redis://app:***@cache.local:6380/2");
         assert!(!format!("{u:?}").contains("s3cret"));
         let u = RedisUrl::parse("redis://:pw@127.0.0.1").unwrap();
-        assert_eq!((u.user, u.password.as_deref(), u.port, u.db), (None, Some("pw"), 6379, 0));
+        assert_eq!(
+            (u.user, u.password.as_deref(), u.port, u.db),
+            (None, Some("pw"), 6379, 0)
+        );
         let u = RedisUrl::parse("redis://[::1]:7000/").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 7000));
         assert!(RedisUrl::parse("rediss://h").unwrap_err().contains("TLS"));
-        for bad in ["http://h", "redis://", "redis://h:x", "redis://h/x", "redis://:pw@:1"] {
+        for bad in [
+            "http://h",
+            "redis://",
+            "redis://h:x",
+            "redis://h/x",
+            "redis://:pw@:1",
+        ] {
             let err = RedisUrl::parse(bad).unwrap_err();
             assert!(!err.contains("pw"), "{bad}: {err}");
         }

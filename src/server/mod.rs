@@ -35,8 +35,8 @@ use tungstenite::protocol::{Message, WebSocketConfig};
 
 use crate::config::Config;
 use crate::core::Core;
-use crate::metrics::Gauges;
 use crate::engine::{CMD_TOKEN, Engine, SUB_TOKEN};
+use crate::metrics::Gauges;
 use net::Net;
 
 const LISTENER: Token = Token(usize::MAX - 1);
