@@ -377,10 +377,14 @@ impl Core {
                     c.follows.insert(topic.into(), Follow::Live);
                     return;
                 }
-                if mirrored.is_some() && c.up {
-                    // Followed here but gone from Redis without a delete
-                    // notice: Redis lost its data. Register the topic again
-                    // (a new epoch) and read it back.
+                if mirrored.is_some() && failure == Failure::NotFound {
+                    // Deleted while this node could not hear the notice.
+                    return self.topic_gone(topic, ts, fx);
+                }
+                if mirrored.is_some() && failure == Failure::Lost {
+                    // Redis lost the cluster's data (a restart without
+                    // persistence): register the topic again, in a new
+                    // epoch, and read it back.
                     c.follows.insert(topic.into(), Follow::Syncing(buffered));
                     fx.engine(Command::Create {
                         slot: None,
@@ -590,7 +594,7 @@ impl Core {
 
 fn refusal(failure: Failure, topic: &str) -> Refusal {
     match failure {
-        Failure::NotFound => Refusal::TopicNotFound(topic.into()),
+        Failure::NotFound | Failure::Lost => Refusal::TopicNotFound(topic.into()),
         Failure::Unavailable => Refusal::Unavailable,
     }
 }

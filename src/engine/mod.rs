@@ -84,6 +84,8 @@ pub enum Failure {
     NotFound,
     /// Redis cannot be reached, or did not answer in time.
     Unavailable,
+    /// Redis lost the cluster's data (restarted without persistence).
+    Lost,
 }
 
 /// A topic's state as Redis holds it.
@@ -243,6 +245,10 @@ impl Engine {
         format!("{}:{{{topic}}}:{what}", self.prefix).into_bytes()
     }
 
+    fn marker(&self) -> Vec<u8> {
+        format!("{}:cluster", self.prefix).into_bytes()
+    }
+
     fn topics_key(&self) -> Vec<u8> {
         format!("{}:topics", self.prefix).into_bytes()
     }
@@ -277,10 +283,11 @@ impl Engine {
                         result: Err(Failure::Unavailable),
                     });
                 }
-                let (topics, meta, history) = (
+                let (topics, meta, history, marker) = (
                     self.topics_key(),
                     self.key(&topic, "meta"),
                     self.key(&topic, "history"),
+                    self.marker(),
                 );
                 let keep = self.history.to_string();
                 let channel = self.key(&topic, "events");
@@ -288,7 +295,7 @@ impl Engine {
                 let create = create.unwrap_or_default();
                 self.eval(
                     scripts::PUBLISH,
-                    &[&topics, &meta, &history],
+                    &[&topics, &meta, &history, &marker],
                     &[
                         &head,
                         &tail,
@@ -338,11 +345,15 @@ impl Engine {
                     }
                     return;
                 }
-                let (topics, meta, control) =
-                    (self.topics_key(), self.key(&topic, "meta"), self.control());
+                let (topics, meta, control, marker) = (
+                    self.topics_key(),
+                    self.key(&topic, "meta"),
+                    self.control(),
+                    self.marker(),
+                );
                 self.eval(
                     scripts::CREATE,
-                    &[&topics, &meta],
+                    &[&topics, &meta, &marker],
                     &[topic.as_bytes(), epoch.as_bytes(), &control],
                     Waiting::Create(slot, now),
                 );
@@ -401,16 +412,17 @@ impl Engine {
     }
 
     fn read(&mut self, topic: Box<str>, create: &[u8], now: Instant) {
-        let (topics, meta, history, control) = (
+        let (topics, meta, history, control, marker) = (
             self.topics_key(),
             self.key(&topic, "meta"),
             self.key(&topic, "history"),
             self.control(),
+            self.marker(),
         );
         let name = topic.clone();
         self.eval(
             scripts::READ,
-            &[&topics, &meta, &history],
+            &[&topics, &meta, &history, &marker],
             &[create, name.as_bytes(), &control],
             Waiting::Read(topic, now),
         );
@@ -666,6 +678,8 @@ impl Engine {
                 let items = value.items();
                 let result = if failed {
                     Err(Failure::Unavailable)
+                } else if items.len() == 1 {
+                    Err(Failure::Lost)
                 } else if items.len() < 2 {
                     Err(Failure::NotFound)
                 } else {

@@ -5,9 +5,13 @@
 //! The topic set `P:topics` and the control channel are the exceptions (see
 //! the README's cluster section).
 
-/// KEYS: topics set, meta. ARGV: name, epoch, control channel.
+/// KEYS: topics set, meta, the cluster's marker. ARGV: name, epoch, control channel.
 /// Returns 1 when created, 0 when it already existed.
+///
+/// The marker (`P:cluster`) tells a Redis that lost its data (no marker)
+/// from one where a topic was deleted.
 pub const CREATE: &str = r#"
+redis.call('SET', KEYS[3], 1)
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('HSET', KEYS[2], 'epoch', ARGV[2], 'seq', 0)
 redis.call('SADD', KEYS[1], ARGV[1])
@@ -25,9 +29,9 @@ redis.call('PUBLISH', ARGV[2], 'deleted ' .. ARGV[1])
 return 1
 "#;
 
-/// KEYS: topics set, meta, history. ARGV: event head (up to `"seq":`), event
-/// tail, history size, events channel, epoch for auto-create ('' = off),
-/// name, control channel.
+/// KEYS: topics set, meta, history, the cluster's marker. ARGV: event head
+/// (up to `"seq":`), event tail, history size, events channel, epoch for
+/// auto-create ('' = off), name, control channel.
 ///
 /// Assigns the next seq, appends the event to the history and publishes
 /// `"<seq> <event>"` in one step. Returns the seq, or -1 when the topic does
@@ -35,6 +39,7 @@ return 1
 pub const PUBLISH: &str = r#"
 if redis.call('EXISTS', KEYS[2]) == 0 then
   if ARGV[5] == '' then return -1 end
+  redis.call('SET', KEYS[4], 1)
   redis.call('HSET', KEYS[2], 'epoch', ARGV[5], 'seq', 0)
   redis.call('SADD', KEYS[1], ARGV[6])
   redis.call('PUBLISH', ARGV[7], 'created ' .. ARGV[6])
@@ -50,14 +55,19 @@ redis.call('PUBLISH', ARGV[4], seq .. ' ' .. event)
 return seq
 "#;
 
-/// KEYS: topics set, meta, history. ARGV: epoch for auto-create ('' = off),
-/// name, control channel.
+/// KEYS: topics set, meta, history, the cluster's marker. ARGV: epoch for
+/// auto-create ('' = off), name, control channel.
 ///
 /// A consistent snapshot: `{epoch, seq, event, event, …}` (the kept events,
-/// oldest first), or `{}` when the topic does not exist.
+/// oldest first); `{}` when the topic does not exist, `{'lost'}` when Redis
+/// has lost the cluster's data (no marker).
 pub const READ: &str = r#"
 if redis.call('EXISTS', KEYS[2]) == 0 then
-  if ARGV[1] == '' then return {} end
+  if ARGV[1] == '' then
+    if redis.call('EXISTS', KEYS[4]) == 0 then return {'lost'} end
+    return {}
+  end
+  redis.call('SET', KEYS[4], 1)
   redis.call('HSET', KEYS[2], 'epoch', ARGV[1], 'seq', 0)
   redis.call('SADD', KEYS[1], ARGV[2])
   redis.call('PUBLISH', ARGV[3], 'created ' .. ARGV[2])
