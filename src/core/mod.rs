@@ -350,4 +350,6 @@ impl Core {
 }
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod tests;

@@ -148,6 +148,9 @@ pub struct Peers {
     pub peers: HashMap<ConnId, Peer>,
     /// Peers something was queued on since the last `touched.clear()`.
     pub touched: Vec<ConnId>,
+    /// Cluster mode: commands for the engine, and REST answers that waited.
+    pub commands: Vec<crate::engine::Command>,
+    pub replies: Vec<(ConnId, u16)>,
 }
 
 impl Peers {
@@ -158,6 +161,14 @@ impl Peers {
 }
 
 impl Effects for Peers {
+    fn engine(&mut self, command: crate::engine::Command) {
+        self.commands.push(command);
+    }
+
+    fn reply(&mut self, conn: ConnId, reply: super::rest::Reply) {
+        self.replies.push((conn, reply.status));
+    }
+
     fn send(&mut self, to: ConnId, frame: Bytes) {
         if let Some(p) = self.open(to) {
             p.out.push(frame, Kind::Control);
