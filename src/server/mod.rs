@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use tungstenite::protocol::{Message, WebSocketConfig};
 
 use crate::config::Config;
 use crate::core::Core;
@@ -41,11 +40,6 @@ use net::Net;
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
-
-/// Client messages read from one WebSocket before they are dispatched.
-const READ_BATCH: usize = 64;
-/// tungstenite's per-connection read buffer (its default is 128 KiB).
-const WS_READ_BUFFER: usize = 512;
 
 const RUN: u8 = 0;
 const GRACEFUL: u8 = 1;
@@ -163,7 +157,6 @@ struct Server {
     control: Arc<AtomicU8>,
     core: Core,
     net: Net,
-    ws_config: WebSocketConfig,
     started: Instant,
     next_heartbeat: Instant,
     shutdown_deadline: Option<Instant>,
@@ -171,7 +164,6 @@ struct Server {
     accept_blocked: bool,
     /// The loop's one read buffer, shared by every connection.
     scratch: Box<[u8]>,
-    batch: Vec<Message>,
 }
 
 impl Server {
@@ -183,12 +175,6 @@ impl Server {
     ) -> io::Result<Server> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(WS_READ_BUFFER)
-            .write_buffer_size(0)
-            .max_write_buffer_size(usize::MAX)
-            .max_message_size(Some(config.max_message_size))
-            .max_frame_size(Some(config.max_message_size));
         let now = Instant::now();
         Ok(Server {
             listener: Some(listener),
@@ -198,12 +184,10 @@ impl Server {
             next_heartbeat: now + config.heartbeat,
             net: Net::new(poll.registry().try_clone()?, config, now),
             poll,
-            ws_config,
             started: now,
             shutdown_deadline: None,
             accept_blocked: false,
             scratch: vec![0; 64 << 10].into_boxed_slice(),
-            batch: Vec::with_capacity(READ_BATCH),
         })
     }
 
