@@ -203,6 +203,7 @@ impl Server {
                 return Err(e);
             }
             self.net.now = Instant::now();
+            self.net.wall_ms = crate::clock::now_millis();
             for key in std::mem::take(&mut self.net.again) {
                 self.read(key);
                 self.net.queue_flush(key);
