@@ -18,11 +18,7 @@ pub struct Clock {
 impl Clock {
     /// The current time as an RFC 3339 stamp.
     pub fn now(&mut self) -> &str {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        self.at(ms)
+        self.at(now_millis())
     }
 
     /// The stamp of `ms` milliseconds since the Unix epoch.
@@ -34,6 +30,14 @@ impl Clock {
         // The stamp holds ASCII digits and punctuation only.
         std::str::from_utf8(&self.stamp).unwrap_or("1970-01-01T00:00:00.000Z")
     }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Formats milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.

@@ -45,6 +45,9 @@ pub struct Config {
     pub max_message_size: usize,
     /// Outbound buffer limit per connection, in bytes.
     pub outbound_limit: usize,
+    /// The kernel send buffer (`SO_SNDBUF`) of each client socket, in bytes;
+    /// 0 leaves the kernel's default, which grows up to `tcp_wmem`'s maximum.
+    pub socket_send_buffer: usize,
     pub overflow_policy: OverflowPolicy,
     /// How long a slow consumer has to take its `SLOW_CONSUMER` error and close frame.
     pub slow_consumer_grace: Duration,
@@ -77,6 +80,7 @@ impl Default for Config {
             history: 100,
             max_message_size: 1 << 20,
             outbound_limit: 1 << 20,
+            socket_send_buffer: 0,
             overflow_policy: OverflowPolicy::Disconnect,
             slow_consumer_grace: Duration::from_secs(5),
             max_connections: 10_000,
@@ -132,6 +136,7 @@ OPTIONS (flag / environment variable, default):
     --history N                PUBSUBD_HISTORY              100 events per topic
     --max-message-size BYTES   PUBSUBD_MAX_MESSAGE_SIZE     1048576
     --outbound-limit BYTES     PUBSUBD_OUTBOUND_LIMIT       1048576 per connection
+    --socket-send-buffer BYTES PUBSUBD_SOCKET_SEND_BUFFER   0 = the kernel's (autotuned, up to 4 MB)
     --overflow-policy P        PUBSUBD_OVERFLOW_POLICY      disconnect | drop-oldest
     --slow-consumer-grace S    PUBSUBD_SLOW_CONSUMER_GRACE  5 seconds
     --max-connections N        PUBSUBD_MAX_CONNECTIONS      10000
@@ -166,6 +171,7 @@ pub const SETTINGS: &[Opt] = &[
     Opt::value("history"),
     Opt::value("max-message-size"),
     Opt::value("outbound-limit"),
+    Opt::value("socket-send-buffer"),
     Opt::value("overflow-policy"),
     Opt::value("slow-consumer-grace"),
     Opt::value("max-connections"),
@@ -307,6 +313,18 @@ impl Config {
             "history" => self.history = count(name, v, 0, 1_000_000)?,
             "max-message-size" => self.max_message_size = count(name, v, 64, 64 << 20)?,
             "outbound-limit" => self.outbound_limit = count(name, v, 1024, 1 << 30)?,
+            "socket-send-buffer" => {
+                self.socket_send_buffer = match v.parse::<usize>() {
+                    Ok(n) if n == 0 || (4096..=1 << 30).contains(&n) => n,
+                    _ => {
+                        return Err(setting(
+                            name,
+                            v,
+                            "0 (the kernel's default) or a whole number from 4096 to 1073741824",
+                        ));
+                    }
+                }
+            }
             "overflow-policy" => {
                 self.overflow_policy = match v {
                     "disconnect" => OverflowPolicy::Disconnect,

@@ -14,6 +14,8 @@ use serde_json::value::RawValue;
 use crate::wire::frame::FrameBuilder;
 use crate::wire::push_u64;
 
+mod fast;
+
 /// Error codes of §1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -174,6 +176,13 @@ pub const MAX_CLIENT_ID: usize = 256;
 
 /// Parses one text message from a client.
 pub fn parse(text: &str) -> Incoming<'_> {
+    fast::publish(text).unwrap_or_else(|| parse_typed(text))
+}
+
+/// [`parse`] without its fast path: the typed parse alone, which decides
+/// every message (the fast path must agree with it; the fuzz test checks).
+#[doc(hidden)]
+pub fn parse_typed(text: &str) -> Incoming<'_> {
     match serde_json::from_str::<Parts<'_>>(text) {
         Ok(parts) => checked(parts),
         Err(err) => parse_slowly(text, &err),

@@ -19,3 +19,24 @@ pub fn raise_fd_limit() -> u64 {
     }
     lim.rlim_cur
 }
+
+/// Asks for a socket's kernel send buffer (`SO_SNDBUF`) of `bytes`: Linux
+/// doubles it for its bookkeeping and stops growing it on its own.
+pub fn set_send_buffer(socket: &impl std::os::fd::AsRawFd, bytes: usize) -> std::io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

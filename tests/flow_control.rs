@@ -344,3 +344,34 @@ fn a_client_that_sends_without_reading_is_pushed_back_not_disconnected() {
     ws.ping();
     assert_eq!(stats(s.addr)["totals"]["slow_consumer_disconnects"], 0);
 }
+
+/// Events drop-oldest took from a stalled reader after `count` 1 KiB
+/// publishes, on a server with `--socket-send-buffer send_buffer`.
+fn dropped_for_a_stalled_reader(send_buffer: usize, count: u64) -> u64 {
+    let s = start_with(|c| {
+        c.outbound_limit = 64 << 10;
+        c.overflow_policy = OverflowPolicy::DropOldest;
+        c.socket_send_buffer = send_buffer;
+    });
+    create_topic(s.addr, "feed");
+    let stalled = stalled_subscriber(&s, "feed");
+    let mut publisher = Ws::connect(s.addr);
+    publish_many(&mut publisher, "feed", 0, count);
+    let dropped = stats(s.addr)["totals"]["dropped"].as_u64().unwrap();
+    drop(stalled);
+    dropped
+}
+
+#[test]
+fn a_small_socket_send_buffer_keeps_less_in_the_kernel() {
+    // 200 KiB of events: the kernel's own send buffer (autotuned up to
+    // tcp_wmem's maximum, 4 MB by default) takes most of them; a 4 KiB one
+    // takes a few, so the 64 KiB outbound limit is reached and events are dropped.
+    let small = dropped_for_a_stalled_reader(4096, 200);
+    let kernel_default = dropped_for_a_stalled_reader(0, 200);
+    assert!(small > 0, "nothing dropped with a 4 KiB send buffer");
+    assert!(
+        small > kernel_default,
+        "a 4 KiB send buffer dropped {small}, the kernel's default {kernel_default}"
+    );
+}

@@ -1024,6 +1024,12 @@ fn the_message_parser_answers_generated_messages_as_the_protocol_says() {
     for _ in 0..cases {
         let (text, expect) = any_text(&mut rng);
         let parsed = pubsubd::protocol::parse(&text);
+        // parse tries its fast path first: it must answer as the typed parse does.
+        assert_eq!(
+            format!("{parsed:?}"),
+            format!("{:?}", pubsubd::protocol::parse_typed(&text)),
+            "the fast path disagrees: {text:?}"
+        );
         check_invariants(&text, &parsed);
         match expect {
             Some(expect) => {

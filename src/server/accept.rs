@@ -45,6 +45,12 @@ impl Server {
             return;
         }
         let _ = socket.set_nodelay(true);
+        let send_buffer = self.net.config.socket_send_buffer;
+        if send_buffer > 0
+            && let Err(e) = crate::sys::set_send_buffer(&socket, send_buffer)
+        {
+            log::warn!("could not set --socket-send-buffer on a connection: {e}");
+        }
         let key = self.net.conns.vacant_key();
         if let Err(e) = self
             .poll

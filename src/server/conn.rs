@@ -2,22 +2,21 @@
 //! (`Http` → `WebSocket` → `Closing` → `Dead`), each state owning its buffers.
 //! [`Conn::transition`] is the one place a state changes.
 
-use std::io::{self, Read, Write};
 use std::time::Instant;
 
 use bytes::Bytes;
 use mio::Interest;
 use mio::net::TcpStream;
-use tungstenite::protocol::WebSocketContext;
 
 use crate::config::Config;
 use crate::core::ConnId;
 use crate::outbound::{Kind, Outbound};
+use crate::wire::decoder::Decoder;
 
 pub enum State {
     /// Reading HTTP requests (REST, or a handshake not yet complete).
     Http(Http),
-    WebSocket(Box<WebSocketContext>),
+    WebSocket(Ws),
     /// Sending what is queued, then hanging up; nothing read is acted on.
     Closing(Closing),
     /// Gone: removed from the slab at the end of the loop turn.
@@ -35,6 +34,14 @@ pub struct Http {
     pub awaiting: Option<bool>,
 }
 
+/// An open WebSocket's reading state.
+#[derive(Default)]
+pub struct Ws {
+    /// Bytes of a frame not yet whole (empty between frames, the usual case).
+    pub held: Vec<u8>,
+    pub decoder: Decoder,
+}
+
 pub struct Closing {
     pub deadline: Instant,
     /// Whatever is queued has been written and our side is shut: waiting for the peer's EOF.
@@ -45,7 +52,7 @@ pub struct Closing {
 
 /// A state change asked of a connection.
 pub enum Next {
-    Upgrade(Box<WebSocketContext>),
+    Upgrade(Ws),
     /// Close once what is queued is sent, by `deadline` at the latest.
     Close(Instant),
     Kill,
@@ -172,69 +179,5 @@ impl Conn {
 
     pub fn push(&mut self, bytes: Bytes, kind: Kind) {
         self.outbound.push(bytes, kind);
-    }
-}
-
-/// The stream tungstenite reads from and writes to.
-///
-/// Reads take the socket in large chunks into the loop's shared scratch buffer
-/// and hand tungstenite small pieces, so tungstenite's own per-connection
-/// buffer stays small without costing a syscall per small read. Writes (pongs,
-/// close replies) join the outbound queue in order.
-pub struct WsIo<'a> {
-    pub socket: &'a mut TcpStream,
-    pub outbound: &'a mut Outbound,
-    pub scratch: &'a mut [u8],
-    /// Unread bytes of `scratch` are `pos..end`.
-    pub pos: usize,
-    pub end: usize,
-    /// Bytes taken from the socket.
-    pub received: u64,
-    /// Past this many queued outbound bytes, stop taking requests from the socket.
-    pub outbound_limit: usize,
-    /// Reading stopped because the outbound queue is over its limit.
-    pub paused: bool,
-    /// Bytes this connection may still take from the socket in this loop turn.
-    pub budget: usize,
-    /// Reading stopped because the budget ran out (more may be waiting).
-    pub capped: bool,
-}
-
-impl Read for WsIo<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos == self.end {
-            if self.outbound.len() > self.outbound_limit {
-                self.paused = true;
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            if self.budget == 0 {
-                self.capped = true;
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            let n = self.socket.read(self.scratch)?;
-            self.received += n as u64;
-            self.budget = self.budget.saturating_sub(n);
-            self.pos = 0;
-            self.end = n;
-            if n == 0 {
-                return Ok(0);
-            }
-        }
-        let n = buf.len().min(self.end - self.pos);
-        buf[..n].copy_from_slice(&self.scratch[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl Write for WsIo<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.outbound
-            .push(Bytes::copy_from_slice(buf), Kind::Control);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }

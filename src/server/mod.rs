@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use tungstenite::protocol::{Message, WebSocketConfig};
 
 use crate::config::Config;
 use crate::core::Core;
@@ -42,11 +41,6 @@ use net::Net;
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
-
-/// Client messages read from one WebSocket before they are dispatched.
-const READ_BATCH: usize = 64;
-/// tungstenite's per-connection read buffer (its default is 128 KiB).
-const WS_READ_BUFFER: usize = 512;
 
 const RUN: u8 = 0;
 const GRACEFUL: u8 = 1;
@@ -177,7 +171,6 @@ struct Server {
     control: Arc<AtomicU8>,
     core: Core,
     net: Net,
-    ws_config: WebSocketConfig,
     started: Instant,
     next_heartbeat: Instant,
     shutdown_deadline: Option<Instant>,
@@ -188,7 +181,6 @@ struct Server {
     /// Cluster mode: the link to Redis, and when the core next shares its counts.
     engine: Option<Engine>,
     next_sync: Instant,
-    batch: Vec<Message>,
 }
 
 impl Server {
@@ -200,12 +192,6 @@ impl Server {
     ) -> io::Result<Server> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(WS_READ_BUFFER)
-            .write_buffer_size(0)
-            .max_write_buffer_size(usize::MAX)
-            .max_message_size(Some(config.max_message_size))
-            .max_frame_size(Some(config.max_message_size));
         let now = Instant::now();
         let engine = config.redis.clone().map(|url| {
             let prefix = config.redis_prefix.clone();
@@ -220,14 +206,12 @@ impl Server {
             next_heartbeat: now + config.heartbeat,
             net: Net::new(poll.registry().try_clone()?, config, now),
             poll,
-            ws_config,
             started: now,
             shutdown_deadline: None,
             accept_blocked: false,
             scratch: vec![0; 64 << 10].into_boxed_slice(),
             engine,
             next_sync: now,
-            batch: Vec::with_capacity(READ_BATCH),
         })
     }
 
@@ -243,6 +227,7 @@ impl Server {
                 return Err(e);
             }
             self.net.now = Instant::now();
+            self.net.wall_ms = crate::clock::now_millis();
             for key in std::mem::take(&mut self.net.again) {
                 self.read(key);
                 self.net.queue_flush(key);

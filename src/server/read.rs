@@ -3,18 +3,19 @@
 //! what a request means is the core's to decide.
 
 use bytes::Bytes;
-use tungstenite::protocol::{Message, Role, WebSocketContext};
 
 use super::Server;
-use super::conn::{Next, State, WsIo};
-use super::net::CLOSE_LINGER;
+use super::conn::{Next, State, Ws};
+use super::net::{CLOSE_LINGER, Net};
 use crate::core::auth::Grant;
 use crate::core::rest::View;
-use crate::core::{ConnId, Effects};
+use crate::core::{ConnId, Core, Effects};
 use crate::http::{self, Parsed, Request};
 use crate::io::{self, Io};
 use crate::outbound::Kind;
 use crate::refusal::Refusal;
+use crate::wire::decoder::{self, Message, Violation};
+use crate::wire::frame;
 
 /// Bytes read from one socket per loop turn, so a fast sender cannot hold the
 /// loop (and every other connection's output) in its read.
@@ -256,7 +257,6 @@ impl Server {
     }
 
     fn upgrade(&mut self, key: usize, switching: Bytes) {
-        let ws_config = self.ws_config;
         let now = self.net.now;
         let Some(conn) = self.net.conns.get_mut(key) else {
             return;
@@ -264,135 +264,130 @@ impl Server {
         let State::Http(http) = &mut conn.state else {
             return;
         };
-        let buf = std::mem::take(&mut http.buf);
+        // Frames may have arrived with the handshake: they are read first.
+        let held = std::mem::take(&mut http.buf);
         conn.push(switching, Kind::Control);
         conn.last_seen = now;
-        let ctx = if buf.is_empty() {
-            WebSocketContext::new(Role::Server, Some(ws_config))
-        } else {
-            WebSocketContext::from_partially_read(buf, Role::Server, Some(ws_config))
+        let ws = Ws {
+            held,
+            ..Ws::default()
         };
-        self.net.transition(key, Next::Upgrade(Box::new(ctx)));
+        self.net.transition(key, Next::Upgrade(ws));
         self.net.queue_flush(key);
-        // Frames may have arrived with the handshake.
-        self.read_ws(key);
+        if self.decode(key, 0) {
+            self.read_ws(key);
+        }
     }
 
     fn read_ws(&mut self, key: usize) {
-        // Bytes read into the shared scratch buffer and not yet taken by tungstenite.
-        // Every exit below either consumed them all or closed the connection.
-        let (mut pos, mut end) = (0, 0);
         let mut budget = READ_CAP;
         loop {
             let limit = self.net.config.outbound_limit;
             let Some(conn) = self.net.conns.get_mut(key) else {
                 return;
             };
-            let State::WebSocket(ctx) = &mut conn.state else {
+            if !matches!(conn.state, State::WebSocket(_)) {
                 return;
-            };
-            let mut wsio = WsIo {
-                socket: &mut conn.socket,
-                outbound: &mut conn.outbound,
-                scratch: &mut self.scratch,
-                pos,
-                end,
-                received: 0,
-                outbound_limit: limit,
-                paused: false,
-                budget,
-                capped: false,
-            };
-            let mut failure = None;
-            while self.batch.len() < READ_BATCH {
-                match ctx.read(&mut wsio) {
-                    Ok(msg) => self.batch.push(msg),
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
+            }
+            if conn.outbound.len() > limit {
+                conn.read_paused = true;
+                return;
+            }
+            if budget == 0 {
+                self.net.again.push(key);
+                return;
+            }
+            let n = match io::read(&mut conn.socket, &mut self.scratch) {
+                Io::Progress(n) => n,
+                Io::WouldBlock => return,
+                // Gone without a close frame, or failed: nothing to say to it.
+                Io::Closed | Io::Failed(_) => {
+                    self.net.kill(key);
+                    return;
                 }
-            }
-            // Pong and close replies tungstenite queued go out in order.
-            let _ = ctx.flush(&mut wsio);
-            (pos, end, budget) = (wsio.pos, wsio.end, wsio.budget);
-            conn.read_paused = wsio.paused;
-            let capped = wsio.capped;
-            if wsio.received > 0 {
-                self.net.io.bytes_in += wsio.received;
-                conn.last_seen = self.net.now;
-            }
-            let id = conn.id;
-            let mut batch = std::mem::take(&mut self.batch);
-            for msg in batch.drain(..) {
-                self.on_message(id, msg);
-            }
-            self.batch = batch;
+            };
+            self.net.io.bytes_in += n as u64;
+            budget = budget.saturating_sub(n);
+            conn.last_seen = self.net.now;
+            let open = self.decode(key, n);
             self.net.queue_flush(key);
-            match failure.map(|e| (ws_io(&e), e)) {
-                None => continue,
-                Some((Some(Io::WouldBlock), _)) => {
-                    if capped {
-                        self.net.again.push(key);
-                    }
-                    return;
-                }
-                Some((_, e)) => {
-                    self.on_ws_error(id, e);
-                    return;
-                }
+            if !open {
+                return;
             }
         }
     }
 
-    fn on_ws_error(&mut self, id: ConnId, err: tungstenite::Error) {
-        use tungstenite::Error as E;
-        use tungstenite::error::ProtocolError as P;
-        let why = match err {
-            E::Capacity(_) => Refusal::MessageTooBig,
-            E::Utf8(_) => Refusal::InvalidUtf8,
-            E::Protocol(P::ResetWithoutClosingHandshake) => {
-                self.net.kill(id.key());
-                return;
-            }
-            E::Protocol(_) => Refusal::ProtocolViolation,
-            // The close handshake finished: the closing path flushes the reply.
-            E::ConnectionClosed | E::AlreadyClosed
-                if self.net.live(id).is_some_and(|c| c.is_closing()) =>
-            {
-                return;
-            }
-            // Closed, reset, or any other I/O failure: the peer is gone.
-            _ => {
-                self.net.kill(id.key());
-                return;
-            }
+    /// Handles every whole message in the bytes `key` holds followed by the
+    /// first `fresh` bytes of the scratch buffer, and keeps the bytes of a
+    /// frame not yet whole. Returns whether it is still an open WebSocket.
+    fn decode(&mut self, key: usize, fresh: usize) -> bool {
+        let max = self.net.config.max_message_size;
+        let Some(conn) = self.net.conns.get_mut(key) else {
+            return false;
         };
-        self.core.counters.reject(&why);
-        self.close_ws(id, why);
-    }
-
-    fn on_message(&mut self, id: ConnId, msg: Message) {
-        if !self
-            .net
-            .live(id)
-            .is_some_and(|c| matches!(c.state, State::WebSocket(_)))
-        {
-            return;
+        let id = conn.id;
+        let State::WebSocket(ws) = &mut conn.state else {
+            return false;
+        };
+        // Taken out while the core runs; put back below if still open.
+        let Ws {
+            mut held,
+            mut decoder,
+        } = std::mem::take(ws);
+        // The usual case: whole frames in the scratch buffer, read in place.
+        let in_scratch = held.is_empty();
+        if !in_scratch {
+            held.extend_from_slice(&self.scratch[..fresh]);
         }
-        let ts = self.net.stamp();
-        match msg {
-            Message::Text(text) => self
-                .core
-                .on_text(id, text.as_str(), ts.as_str(), &mut self.net),
-            Message::Binary(_) => self.core.on_binary(id, ts.as_str(), &mut self.net),
-            Message::Close(_) => {
-                // tungstenite queued the close reply; send it and hang up.
-                self.net
-                    .transition(id.key(), Next::Close(self.net.now + CLOSE_LINGER));
-                self.core.remove_conn(id);
+        let buf: &mut [u8] = if in_scratch {
+            &mut self.scratch[..fresh]
+        } else {
+            &mut held
+        };
+        let (mut at, mut violation, mut open) = (0, None, true);
+        while open {
+            match decoder.next(&mut buf[at..], max) {
+                Ok(None) => break,
+                Ok(Some((message, used))) => {
+                    at += used;
+                    if let Some(message) = message {
+                        open = on_message(&mut self.core, &mut self.net, id, message);
+                    }
+                }
+                Err(v) => {
+                    violation = Some(v);
+                    break;
+                }
             }
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+        if let Some(v) = violation {
+            let why = match v {
+                Violation::TooBig => Refusal::MessageTooBig,
+                Violation::Utf8 => Refusal::InvalidUtf8,
+                Violation::Protocol => Refusal::ProtocolViolation,
+            };
+            self.core.counters.reject(&why);
+            self.close_ws(id, why);
+            return false;
+        }
+        if !open {
+            return false;
+        }
+        if in_scratch {
+            held.extend_from_slice(&self.scratch[at..fresh]);
+        } else {
+            held.drain(..at);
+            // A big frame's buffer is not kept for an idle connection.
+            if held.is_empty() {
+                held = Vec::new();
+            }
+        }
+        match self.net.live(id).map(|c| &mut c.state) {
+            Some(State::WebSocket(ws)) => {
+                *ws = Ws { held, decoder };
+                true
+            }
+            _ => false,
         }
     }
 
@@ -403,15 +398,28 @@ impl Server {
     }
 }
 
-/// The `Io` outcome of a tungstenite error that is an I/O error.
-fn ws_io(err: &tungstenite::Error) -> Option<Io> {
-    match err {
-        tungstenite::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-            Some(Io::WouldBlock)
+/// One client message, handed to the core; returns whether the connection is
+/// still an open WebSocket.
+fn on_message(core: &mut Core, net: &mut Net, id: ConnId, message: Message<'_>) -> bool {
+    let ts = net.stamp();
+    match message {
+        Message::Text(text) => core.on_text(id, text, ts.as_str(), net),
+        Message::Binary => core.on_binary(id, ts.as_str(), net),
+        Message::Ping(data) => {
+            if let Some(conn) = net.live(id) {
+                conn.push(frame::pong_frame(data), Kind::Control);
+            }
         }
-        _ => None,
+        Message::Pong => {}
+        Message::Close(close) => {
+            // Answer the close, then hang up.
+            if let Some(conn) = net.live(id) {
+                conn.push(decoder::close_reply(close), Kind::Control);
+            }
+            net.transition(id.key(), Next::Close(net.now + CLOSE_LINGER));
+            core.remove_conn(id);
+        }
     }
+    net.live(id)
+        .is_some_and(|c| matches!(c.state, State::WebSocket(_)))
 }
-
-/// Client messages read from one WebSocket before they are dispatched.
-const READ_BATCH: usize = super::READ_BATCH;

@@ -138,6 +138,13 @@ pub fn close_frame(code: u16, reason: &str) -> Bytes {
     frame.finish(FIN | CLOSE)
 }
 
+/// A pong frame answering a ping that held `data` (at most 125 bytes).
+pub fn pong_frame(data: &[u8]) -> Bytes {
+    let mut frame = FrameBuilder::with_capacity(data.len());
+    frame.payload().extend_from_slice(data);
+    frame.finish(FIN | PONG)
+}
+
 /// An empty ping frame.
 pub fn ping_frame() -> Bytes {
     Bytes::from_static(&[FIN | PING, 0x00])
@@ -155,7 +162,17 @@ pub fn write_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4])
 
 /// Masks or unmasks `payload` in place (the operation is its own inverse).
 pub fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
-    for (i, b) in payload.iter_mut().enumerate() {
+    // Eight bytes at a time (the server unmasks every client frame): in
+    // memory order, so the word's bytes meet the mask's bytes in turn.
+    let m = u64::from(u32::from_ne_bytes(mask));
+    let wide = m | m << 32;
+    let mut words = payload.chunks_exact_mut(8);
+    for word in &mut words {
+        let mut w = [0; 8];
+        w.copy_from_slice(word);
+        word.copy_from_slice(&(u64::from_ne_bytes(w) ^ wide).to_ne_bytes());
+    }
+    for (i, b) in words.into_remainder().iter_mut().enumerate() {
         *b ^= mask[i & 3];
     }
 }
