@@ -27,6 +27,11 @@ enum Held {
         rid: Option<Box<str>>,
         topic: Box<str>,
     },
+    /// An unsubscribe behind a held request: its effect waits its turn too.
+    Unsubscribe {
+        rid: Option<Box<str>>,
+        topic: Box<str>,
+    },
     /// A subscribe to a topic this node is still starting to follow.
     Subscribe {
         rid: Option<Box<str>>,
@@ -189,6 +194,49 @@ impl Core {
             });
     }
 
+    /// An unsubscribe in cluster mode: after whatever of the connection's
+    /// requests still waits on Redis.
+    pub(super) fn cluster_unsubscribe(
+        &mut self,
+        conn: ConnId,
+        rid: Option<&str>,
+        topic: &str,
+        ts: &str,
+        fx: &mut impl Effects,
+    ) {
+        if let Some(c) = &mut self.cluster
+            && let Some(queue) = c.pending.get_mut(&conn)
+        {
+            return queue.push_back(Held::Unsubscribe {
+                rid: rid.map(Into::into),
+                topic: topic.into(),
+            });
+        }
+        self.unsubscribe_now(conn, rid, topic, ts, fx);
+    }
+
+    /// Idempotent for a topic of the cluster, even one this node does not follow.
+    fn unsubscribe_now(
+        &mut self,
+        conn: ConnId,
+        rid: Option<&str>,
+        topic: &str,
+        ts: &str,
+        fx: &mut impl Effects,
+    ) {
+        let known = self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.topics.contains_key(topic));
+        match self.broker.unsubscribe(conn, topic) {
+            Err(_) if !known => {
+                let why = Refusal::TopicNotFound(topic.into());
+                self.refuse(conn, rid, None, why, ts, fx)
+            }
+            _ => fx.send(conn, protocol::ack(rid, Some(topic), Acked::Plain, ts)),
+        }
+    }
+
     /// Sends what is ready at the front of `conn`'s queue, in order, and runs
     /// held subscribes whose topic is now followed.
     fn drain(&mut self, conn: ConnId, ts: &str, fx: &mut impl Effects) {
@@ -204,7 +252,7 @@ impl Core {
                     c.pending.remove(&conn);
                     return;
                 }
-                Some(Held::Ready(_)) => true,
+                Some(Held::Ready(_) | Held::Unsubscribe { .. }) => true,
                 Some(Held::Publish { .. }) => false,
                 Some(Held::Subscribe { topic, .. }) => {
                     matches!(c.follows.get(&**topic), Some(Follow::Live))
@@ -225,6 +273,15 @@ impl Core {
                     // anything queued behind it.
                     let behind = c.pending.remove(&conn);
                     self.subscribe(conn, rid.as_deref(), &topic, &client_id, &replay, ts, fx);
+                    if let (Some(behind), Some(c)) = (behind, &mut self.cluster)
+                        && !behind.is_empty()
+                    {
+                        c.pending.insert(conn, behind);
+                    }
+                }
+                Some(Held::Unsubscribe { rid, topic }) => {
+                    let behind = c.pending.remove(&conn);
+                    self.unsubscribe_now(conn, rid.as_deref(), &topic, ts, fx);
                     if let (Some(behind), Some(c)) = (behind, &mut self.cluster)
                         && !behind.is_empty()
                     {

@@ -194,6 +194,9 @@ impl Core {
             Msg::Publish { topic, id, payload } if self.cluster.is_some() => {
                 self.cluster_publish(conn, rid, &topic, &id, payload, ts, fx)
             }
+            Msg::Unsubscribe { topic, .. } if self.cluster.is_some() => {
+                self.cluster_unsubscribe(conn, rid, &topic, ts, fx)
+            }
             Msg::Subscribe {
                 topic,
                 client_id,

@@ -20,6 +20,9 @@ pub(super) struct Link {
     pub(super) inbuf: Vec<u8>,
     /// Replies to AUTH/SELECT still to come on the subscribe link.
     pub(super) setup_replies: usize,
+    /// Redis has answered on this link since it connected (a TCP connect
+    /// alone proves nothing: a Redis at maxclients accepts, then hangs up).
+    pub(super) answered: bool,
 }
 
 impl Link {
@@ -31,6 +34,7 @@ impl Link {
             out: Vec::new(),
             inbuf: Vec::new(),
             setup_replies: 0,
+            answered: false,
         }
     }
 }
@@ -98,6 +102,7 @@ impl Engine {
                     link.out.clear();
                     link.inbuf.clear();
                     link.setup_replies = 0;
+                    link.answered = false;
                 }
                 Err(e) => failed = Some(e.to_string()),
             }
@@ -127,6 +132,9 @@ impl Engine {
                 for _ in 0..setup {
                     self.waiting.push_back(Waiting::Setup);
                 }
+                // Its answer shows the command link works.
+                resp::command(&mut link.out, &[b"PING"]);
+                self.waiting.push_back(Waiting::Ping);
             } else {
                 link.setup_replies = setup;
             }
@@ -140,9 +148,9 @@ impl Engine {
         self.connecting = Some(now + self.timeout);
     }
 
-    /// Both links connected: the cluster is reachable (again).
-    fn linked(&mut self) {
-        if self.stats.up || !self.cmd.connected || !self.sub.connected {
+    /// Redis has answered on both links: the cluster is reachable (again).
+    pub(super) fn linked(&mut self) {
+        if self.stats.up || !self.cmd.answered || !self.sub.answered {
             return;
         }
         self.connecting = None;
@@ -221,7 +229,6 @@ impl Engine {
         if let Err(why) = result {
             return self.link_failed(registry, now, &why);
         }
-        self.linked();
         loop {
             let link = if on_cmd { &mut self.cmd } else { &mut self.sub };
             let (value, used) = match resp::decode(&link.inbuf) {
@@ -231,7 +238,9 @@ impl Engine {
             };
             link.inbuf.drain(..used);
             if on_cmd {
-                self.on_reply(value, now);
+                if let Err(why) = self.on_reply(value, now) {
+                    return self.link_failed(registry, now, &why);
+                }
             } else if link.setup_replies > 0 {
                 link.setup_replies -= 1;
                 if let Value::Error(e) = value {

@@ -137,6 +137,8 @@ pub enum Event {
 enum Waiting {
     /// AUTH or SELECT: an error means the link is unusable.
     Setup,
+    /// The PING after the set-up: its answer means the link works.
+    Ping,
     Publish(Slot, Instant),
     Read(Box<str>, Instant),
     Create(Option<Slot>, Instant),
@@ -404,20 +406,24 @@ impl Engine {
         );
     }
 
-    fn on_reply(&mut self, value: Value, now: Instant) {
+    /// One reply on the command link; an error means the link is unusable.
+    fn on_reply(&mut self, value: Value, now: Instant) -> Result<(), String> {
         let Some(w) = self.waiting.pop_front() else {
-            log::warn!("redis sent a reply nobody asked for");
-            return;
+            return Err("Redis sent a reply nobody asked for".into());
         };
         let failed = matches!(value, Value::Error(_));
         if let Value::Error(e) = &value {
             log::warn!("redis error: {e}");
         }
         match w {
-            Waiting::Setup => {
-                if failed {
-                    log::error!("redis {} refused the credentials or database", self.url);
-                }
+            Waiting::Setup if failed => {
+                return Err("Redis refused the credentials or the database".into());
+            }
+            Waiting::Setup => {}
+            Waiting::Ping if failed => return Err("Redis refused PING".into()),
+            Waiting::Ping => {
+                self.cmd.answered = true;
+                self.linked();
             }
             Waiting::Publish(slot, sent) => {
                 self.stats.rtt = now.saturating_duration_since(sent);
@@ -482,11 +488,17 @@ impl Engine {
             }
             Waiting::Expired => {}
         }
+        Ok(())
     }
 
     /// A push on the subscribe link: `message`, or a (un)subscribe confirmation.
     fn on_message(&mut self, value: Value) {
         let items = value.items();
+        if items.first().and_then(Value::as_bytes) == Some(b"subscribe") {
+            // The first confirmation shows the subscribe link works.
+            self.sub.answered = true;
+            return self.linked();
+        }
         if items.len() != 3 || items[0].as_bytes() != Some(b"message") {
             return;
         }
