@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use common::extra::metric;
 use common::redis::Redis;
 use common::{
-    Server, ServerProcess, Ws, binary, create_topic, health, http, run, start_with,
-    uuid, wait_child_within, wait_until,
+    Server, ServerProcess, Ws, binary, create_topic, health, http, run, start_with, uuid,
+    wait_child_within, wait_until,
 };
 use pubsubd::Config;
 use pubsubd::engine::RedisUrl;
@@ -79,13 +79,19 @@ fn publish_burst(publisher: &mut Ws, topic: &str, tag: &str, count: u64, batch: 
     while n < count {
         let upto = (n + batch).min(count);
         for k in n + 1..=upto {
-            publisher.send(json!({"type":"publish","topic":topic,"request_id":format!("{tag}{k}"),
-                "message":{"id":uuid(),"payload":{"p":tag,"n":k}}}));
+            publisher.send(
+                json!({"type":"publish","topic":topic,"request_id":format!("{tag}{k}"),
+                "message":{"id":uuid(),"payload":{"p":tag,"n":k}}}),
+            );
         }
         for k in n + 1..=upto {
             let ack = publisher.recv_skip_heartbeat();
             assert_eq!(ack["type"], "ack", "publish {tag}{k}: {ack}");
-            assert_eq!(ack["request_id"], format!("{tag}{k}"), "acks in order: {ack}");
+            assert_eq!(
+                ack["request_id"],
+                format!("{tag}{k}"),
+                "acks in order: {ack}"
+            );
             seqs.push(ack["seq"].as_u64().expect("an ack with a seq"));
         }
         n = upto;
@@ -173,7 +179,12 @@ fn topics_are_created_and_deleted_cluster_wide() {
     let body = json!({"name":"orders"}).to_string();
     assert_eq!(http(a.addr, "POST", "/topics", Some(&body)).status, 201);
     let again = http(b.addr, "POST", "/topics", Some(&body));
-    assert_eq!(again.status, 409, "a topic created on A exists on B: {:?}", again.json());
+    assert_eq!(
+        again.status,
+        409,
+        "a topic created on A exists on B: {:?}",
+        again.json()
+    );
     let listed = |addr| {
         http(addr, "GET", "/topics", None).json()["topics"]
             .as_array()
@@ -264,7 +275,11 @@ fn replay_and_since_read_the_shared_history() {
     let mut on_c = Ws::connect(c.addr);
     let ack = subscribe_since(&mut on_c, "orders", 6, &epoch);
     assert_eq!(ack["recovered"], true, "{ack}");
-    assert_eq!(ack["epoch"], epoch.as_str(), "one epoch cluster-wide: {ack}");
+    assert_eq!(
+        ack["epoch"],
+        epoch.as_str(),
+        "one epoch cluster-wide: {ack}"
+    );
     expect_events(&mut on_c, "orders", 7..=10);
     on_c.ping();
 
@@ -316,7 +331,11 @@ fn two_publishers_on_two_nodes_every_subscriber_sees_one_order() {
         })
         .collect();
     all_acked.sort_unstable();
-    assert_eq!(all_acked, (1..=2 * EACH).collect::<Vec<_>>(), "each seq once");
+    assert_eq!(
+        all_acked,
+        (1..=2 * EACH).collect::<Vec<_>>(),
+        "each seq once"
+    );
 
     let mut orders = Vec::new();
     for r in readers {
@@ -326,7 +345,10 @@ fn two_publishers_on_two_nodes_every_subscriber_sees_one_order() {
             .iter()
             .map(|e| {
                 let p = &e["message"]["payload"];
-                (p["p"].as_str().unwrap().to_string(), p["n"].as_u64().unwrap())
+                (
+                    p["p"].as_str().unwrap().to_string(),
+                    p["n"].as_u64().unwrap(),
+                )
             })
             .collect();
         for tag in ["a", "b"] {
@@ -335,13 +357,20 @@ fn two_publishers_on_two_nodes_every_subscriber_sees_one_order() {
                 .filter(|(p, _)| p == tag)
                 .map(|(_, n)| *n)
                 .collect();
-            assert_eq!(own, (1..=EACH).collect::<Vec<_>>(), "publisher {tag}'s order");
+            assert_eq!(
+                own,
+                (1..=EACH).collect::<Vec<_>>(),
+                "publisher {tag}'s order"
+            );
         }
         ws.ping();
         orders.push(order);
     }
     for (i, order) in orders.iter().enumerate().skip(1) {
-        assert!(*order == orders[0], "subscriber {i} saw another order than subscriber 0");
+        assert!(
+            *order == orders[0],
+            "subscriber {i} saw another order than subscriber 0"
+        );
     }
     // Both publishers really interleaved (or the test proved less than it says).
     let switches = orders[0].windows(2).filter(|w| w[0].0 != w[1].0).count();
@@ -402,8 +431,15 @@ fn answers_keep_request_order_while_some_wait_on_redis() {
     .map(|(t, r)| (t.to_string(), r.to_string()))
     .collect();
     assert_eq!(got, want, "answers: {answers:?}");
-    assert_eq!((&answers[0]["seq"], &answers[1]["seq"]), (&json!(1), &json!(2)));
-    assert_eq!(answers[6]["seq"], 2, "s2 sees both publishes: {}", answers[6]);
+    assert_eq!(
+        (&answers[0]["seq"], &answers[1]["seq"]),
+        (&json!(1), &json!(2))
+    );
+    assert_eq!(
+        answers[6]["seq"], 2,
+        "s2 sees both publishes: {}",
+        answers[6]
+    );
 }
 
 /// Requests as masked client frames in one write, so the node reads them in one go.
@@ -413,7 +449,10 @@ fn send_in_one_write(ws: &mut Ws, requests: &[Value]) {
         .iter()
         .flat_map(|r| common::extra::client_frame(1, r.to_string().as_bytes()))
         .collect();
-    ws.ws.get_mut().write_all(&bytes).expect("write the requests");
+    ws.ws
+        .get_mut()
+        .write_all(&bytes)
+        .expect("write the requests");
 }
 
 /// Not only the answers keep their order: so do the effects. An unsubscribe
@@ -436,9 +475,18 @@ fn an_unsubscribe_behind_a_waiting_subscribe_applies_after_it() {
     let answers: Vec<Value> = (0..3).map(|_| ws.recv_skip_heartbeat()).collect();
     let got: Vec<(&str, &str)> = answers
         .iter()
-        .map(|m| (m["type"].as_str().unwrap(), m["request_id"].as_str().unwrap_or("-")))
+        .map(|m| {
+            (
+                m["type"].as_str().unwrap(),
+                m["request_id"].as_str().unwrap_or("-"),
+            )
+        })
         .collect();
-    assert_eq!(got, [("ack", "s1"), ("ack", "u1"), ("pong", "g1")], "{answers:?}");
+    assert_eq!(
+        got,
+        [("ack", "s1"), ("ack", "u1"), ("pong", "g1")],
+        "{answers:?}"
+    );
     // Unsubscribed: an event on t1 reaches a witness on B, not `ws`.
     let mut witness = Ws::connect(b.addr);
     witness.subscribe("t1", "w", 0);
@@ -488,7 +536,10 @@ fn redis_killed_and_restarted_empty_degrades_then_recovers() {
     let mut late = Ws::connect(b.addr);
     late.send(json!({"type":"subscribe","topic":"other","client_id":"x","request_id":"s"}));
     let refused = late.recv_skip_heartbeat();
-    assert_eq!(refused["error"]["code"], "UNAVAILABLE", "a topic B does not follow: {refused}");
+    assert_eq!(
+        refused["error"]["code"], "UNAVAILABLE",
+        "a topic B does not follow: {refused}"
+    );
     // A topic the node follows can still be subscribed to.
     let mut another = Ws::connect(a.addr);
     another.subscribe("orders", "sa2", 0);
@@ -508,7 +559,11 @@ fn redis_killed_and_restarted_empty_degrades_then_recovers() {
         redis.command(&["EXISTS", "pubsubd:{orders}:meta"]) == ":1"
     });
     let ack = publisher.publish("orders", json!({"n": 1}));
-    assert_eq!((&ack["type"], &ack["seq"]), (&json!("ack"), &json!(1)), "{ack}");
+    assert_eq!(
+        (&ack["type"], &ack["seq"]),
+        (&json!("ack"), &json!(1)),
+        "{ack}"
+    );
     for ws in [&mut on_a, &mut on_b, &mut another] {
         expect_events(ws, "orders", [1]);
         ws.ping();
@@ -517,14 +572,23 @@ fn redis_killed_and_restarted_empty_degrades_then_recovers() {
 
 /// Publishes into Redis as a node would (the same script), from the test's
 /// own connection: what the nodes' subscribe links miss while they are cut.
-fn publish_in_redis(redis: &Redis, topic: &str, numbers: impl IntoIterator<Item = u64>, keep: usize) -> Vec<String> {
+fn publish_in_redis(
+    redis: &Redis,
+    topic: &str,
+    numbers: impl IntoIterator<Item = u64>,
+    keep: usize,
+) -> Vec<String> {
     let commands: Vec<Vec<Vec<u8>>> = numbers
         .into_iter()
         .map(|n| {
-            let payload = serde_json::value::RawValue::from_string(json!({ "n": n }).to_string())
-                .unwrap();
-            let (head, tail) =
-                pubsubd::protocol::event_parts(topic, &uuid(), &payload, "2025-01-01T00:00:00.000Z");
+            let payload =
+                serde_json::value::RawValue::from_string(json!({ "n": n }).to_string()).unwrap();
+            let (head, tail) = pubsubd::protocol::event_parts(
+                topic,
+                &uuid(),
+                &payload,
+                "2025-01-01T00:00:00.000Z",
+            );
             let s = |v: &str| v.as_bytes().to_vec();
             vec![
                 s("EVAL"),
@@ -599,8 +663,20 @@ fn with_persistence_a_restart_keeps_history_and_gaps_are_filled_or_reported() {
     assert_eq!(replies.last().map(String::as_str), Some(":32"));
     let info = on_b.recv_skip_heartbeat();
     assert_eq!(
-        (&info["type"], &info["msg"], &info["topic"], &info["from_seq"], &info["to_seq"]),
-        (&json!("info"), &json!("events_lost"), &json!("orders"), &json!(13), &json!(27)),
+        (
+            &info["type"],
+            &info["msg"],
+            &info["topic"],
+            &info["from_seq"],
+            &info["to_seq"]
+        ),
+        (
+            &json!("info"),
+            &json!("events_lost"),
+            &json!("orders"),
+            &json!(13),
+            &json!(27)
+        ),
         "{info}"
     );
     expect_events(&mut on_b, "orders", 28..=32);
@@ -650,14 +726,30 @@ fn a_wrong_password_stops_the_start_and_no_password_is_ever_shown() {
     const WRONG: &str = "pw-Xy42-wrong";
     let redis = Redis::start_with_password(PASSWORD);
     let wrong = format!("redis://:{WRONG}@127.0.0.1:{}", redis.port);
-    let out = run(&mut binary(&["--host", "127.0.0.1", "--port", "0", "--redis", &wrong]));
-    assert_eq!(out.code(), Some(2), "exit 2 on a wrong password: {}", out.stderr);
+    let out = run(&mut binary(&[
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--redis",
+        &wrong,
+    ]));
+    assert_eq!(
+        out.code(),
+        Some(2),
+        "exit 2 on a wrong password: {}",
+        out.stderr
+    );
     assert!(
         out.stderr.contains("password"),
         "the message says what to check: {}",
         out.stderr
     );
-    assert!(!out.stderr.contains(WRONG), "the password is not shown: {}", out.stderr);
+    assert!(
+        !out.stderr.contains(WRONG),
+        "the password is not shown: {}",
+        out.stderr
+    );
 
     // The right one: nothing the node shows or logs contains it.
     let url = format!("redis://:{PASSWORD}@127.0.0.1:{}", redis.port);
@@ -668,12 +760,21 @@ fn a_wrong_password_stops_the_start_and_no_password_is_ever_shown() {
         let resp = http(server.addr, "GET", path, None);
         assert_eq!(resp.status, 200, "{path}");
         let body = String::from_utf8_lossy(&resp.body);
-        assert!(!body.contains(PASSWORD), "{path} shows the password: {body}");
+        assert!(
+            !body.contains(PASSWORD),
+            "{path} shows the password: {body}"
+        );
     }
     let out = server.stop();
     let logs = format!("{}{}", out.stdout, out.stderr);
-    assert!(logs.contains("redis://:***@"), "the log names Redis, masked: {logs}");
-    assert!(!logs.contains(PASSWORD), "the log shows the password: {logs}");
+    assert!(
+        logs.contains("redis://:***@"),
+        "the log names Redis, masked: {logs}"
+    );
+    assert!(
+        !logs.contains(PASSWORD),
+        "the log shows the password: {logs}"
+    );
     let help = run(binary(&["--help"]).env("PUBSUBD_REDIS", &url));
     assert_eq!(help.code(), Some(0));
     assert!(help.stdout.contains("--redis"), "{}", help.stdout);
@@ -684,7 +785,12 @@ fn a_wrong_password_stops_the_start_and_no_password_is_ever_shown() {
 #[ignore = "needs redis-server: scripts/test.sh"]
 fn tls_urls_are_refused_and_an_unreachable_redis_starts_degraded() {
     // Needs no Redis, but belongs with the others.
-    let out = run(&mut binary(&["--port", "0", "--redis", "rediss://:pw-Tls9@127.0.0.1:6380"]));
+    let out = run(&mut binary(&[
+        "--port",
+        "0",
+        "--redis",
+        "rediss://:pw-Tls9@127.0.0.1:6380",
+    ]));
     assert_eq!(out.code(), Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("TLS"), "{}", out.stderr);
     assert!(!out.stderr.contains("pw-Tls9"), "{}", out.stderr);
@@ -695,7 +801,11 @@ fn tls_urls_are_refused_and_an_unreachable_redis_starts_degraded() {
         c.request_timeout = Duration::from_secs(1);
     });
     let h = health(server.addr);
-    assert_eq!((&h["status"], &h["cluster"]["redis"]), (&json!("degraded"), &json!("down")), "{h}");
+    assert_eq!(
+        (&h["status"], &h["cluster"]["redis"]),
+        (&json!("degraded"), &json!("down")),
+        "{h}"
+    );
     let mut ws = Ws::connect(server.addr);
     let refused = ws.publish("orders", json!(1));
     assert_eq!(refused["error"]["code"], "UNAVAILABLE", "{refused}");
@@ -707,10 +817,19 @@ fn bench_across_two_nodes_loses_nothing() {
     let redis = Redis::start();
     let (a, b) = (node(&redis, |_| {}), node(&redis, |_| {}));
     let (ua, ub) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
-    let child = binary(&["bench", "fanout", "--pub-url", &ua, "--sub-url", &ua, "--sub-url", &ub])
-        .args(["--subscribers", "6", "--count", "3000", "--window", "64"])
-        .spawn()
-        .expect("the bench runs");
+    let child = binary(&[
+        "bench",
+        "fanout",
+        "--pub-url",
+        &ua,
+        "--sub-url",
+        &ua,
+        "--sub-url",
+        &ub,
+    ])
+    .args(["--subscribers", "6", "--count", "3000", "--window", "64"])
+    .spawn()
+    .expect("the bench runs");
     let out = wait_child_within(child, Duration::from_secs(60));
     assert!(out.status.success(), "bench failed: {}", out.stderr);
     let report: Value = serde_json::from_str(&out.stdout)
@@ -722,6 +841,9 @@ fn bench_across_two_nodes_loses_nothing() {
     }
     // The subscribers really were on both nodes.
     for addr in [a.addr, b.addr] {
-        assert!(metric(addr, "pubsubd_messages_delivered_total") >= 3 * 3000, "{addr}");
+        assert!(
+            metric(addr, "pubsubd_messages_delivered_total") >= 3 * 3000,
+            "{addr}"
+        );
     }
 }

@@ -124,7 +124,10 @@ impl Redis {
                     return Ok(());
                 }
             }
-            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             if let Some(status) = exited {
                 self.child = None;
                 return Err(format!("exited with {status}: {}", self.log()));
@@ -166,7 +169,10 @@ impl Redis {
     /// Starts Redis again on the same port and directory (so with
     /// persistence it reads its append-only file back).
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "restart a Redis that is still running");
+        assert!(
+            self.child.is_none(),
+            "restart a Redis that is still running"
+        );
         let binary = redis_server_binary();
         let mut last_error = String::new();
         // The port was ours a moment ago; only a race with another process
