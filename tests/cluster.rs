@@ -847,3 +847,40 @@ fn bench_across_two_nodes_loses_nothing() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn an_outage_is_logged_once_not_once_per_attempt() {
+    // A "Redis" that accepts and hangs up at once: every attempt of the node
+    // to link is counted here, and fails.
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = fake.local_addr().unwrap().port();
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = attempts.clone();
+    let fake_thread = std::thread::spawn(move || {
+        fake.set_nonblocking(true).unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        while counted.load(std::sync::atomic::Ordering::SeqCst) < 8 && Instant::now() < until {
+            match fake.accept() {
+                Ok((conn, _)) => {
+                    drop(conn);
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        // Dropping the listener frees the port for the real Redis.
+    });
+    let url = format!("redis://127.0.0.1:{port}");
+    let server = ServerProcess::start(&["--redis", &url, "--log-level", "info"]);
+    fake_thread.join().expect("the fake Redis");
+    // 8 connections: the start-up check and at least three attempts of two links.
+    assert!(attempts.load(std::sync::atomic::Ordering::SeqCst) >= 8);
+    assert_eq!(health(server.addr)["cluster"]["redis"], "down");
+    let redis = Redis::start_at(Some(port), &["--appendonly", "no"]);
+    wait_redis(server.addr, "up");
+    let out = server.stop();
+    let unreachable = out.stderr.matches("is unreachable").count();
+    assert_eq!(unreachable, 1, "one warning per outage: {}", out.stderr);
+    drop(redis);
+}

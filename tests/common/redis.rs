@@ -68,6 +68,11 @@ impl Redis {
     }
 
     pub fn start_with(extra: &[&str]) -> Redis {
+        Redis::start_at(None, extra)
+    }
+
+    /// On `port` when given (one attempt), else on a free port.
+    pub fn start_at(port: Option<u16>, extra: &[&str]) -> Redis {
         let binary = redis_server_binary();
         let dir = std::env::temp_dir().join(format!(
             "pubsubd-redis-{}-{}",
@@ -94,8 +99,8 @@ impl Redis {
         // Another process may take the free port between its release and
         // Redis's bind: try a few.
         let mut last_error = String::new();
-        for _ in 0..5 {
-            redis.port = free_port();
+        for _ in 0..if port.is_some() { 1 } else { 5 } {
+            redis.port = port.unwrap_or_else(free_port);
             match redis.spawn(&binary) {
                 Ok(()) => return redis,
                 Err(e) => last_error = e,
