@@ -82,7 +82,8 @@ wait_for() {
 # listening_addr LOG: the address of the first "listening on ADDR" line, as
 # logged: 127.0.0.1:8080 or [::1]:8080.
 listening_addr() {
-	sed -n 's/.*listening on \(\[[0-9A-Fa-f:.]*\]:[0-9]*\|[0-9.]*:[0-9]*\).*/\1/p' "$1" | head -n1
+	# The log may not exist yet: the server was started a moment ago.
+	sed -n 's/.*listening on \(\[[0-9A-Fa-f:.]*\]:[0-9]*\|[0-9.]*:[0-9]*\).*/\1/p' "$1" 2>/dev/null | head -n1
 }
 
 # url_of ADDR: the URL a client uses for a listening address; a wildcard

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The whole test suite, browser included: `cargo test` (the browser tests are
-# #[ignore]d there), then the dashboard's tests in headless Chromium.
+# The whole test suite, browser and Redis included: `cargo test` (the browser
+# and cluster tests are #[ignore]d there), then the dashboard's tests in
+# headless Chromium, then the cluster tests against real redis-servers they
+# start themselves.
 #
 # Installs what is missing with apt-get (Debian): chromium, which the browser
-# tests drive over the DevTools protocol (no chromedriver needed), and curl,
-# which the smoke scripts use. Without Chromium the browser tests fail; they
-# never skip.
+# tests drive over the DevTools protocol (no chromedriver needed), curl,
+# which the smoke scripts use, and redis-server. Without Chromium the browser
+# tests fail, without redis-server the cluster tests fail; they never skip.
 #
 # Usage: scripts/test.sh [extra cargo test args, e.g. --release]
 # Env:   CHROMIUM   a Chromium/Chrome binary to use instead of `chromium` on PATH
+#        REDIS_SERVER  a redis-server binary to use instead of the one on PATH
 #        TEST_TIMEOUT=1800  seconds allowed for each cargo test run
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +30,7 @@ have_chromium() {
 missing=()
 have_chromium || missing+=(chromium)
 command -v curl >/dev/null || missing+=(curl)
+[[ -n ${REDIS_SERVER:-} ]] || command -v redis-server >/dev/null || missing+=(redis-server)
 if ((${#missing[@]})); then
 	if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
 		echo "== apt-get install ${missing[*]}"
@@ -35,7 +39,8 @@ if ((${#missing[@]})); then
 			apt-get install -y -qq "${missing[@]}" >/dev/null
 	else
 		echo "scripts/test.sh: missing ${missing[*]}; install them (e.g. apt-get install ${missing[*]})" >&2
-		echo "or set CHROMIUM=/path/to/chrome. The browser tests fail without a browser." >&2
+		echo "or set CHROMIUM=/path/to/chrome, REDIS_SERVER=/path/to/redis-server." >&2
+		echo "The browser tests fail without a browser, the cluster tests without Redis." >&2
 	fi
 fi
 
@@ -44,3 +49,5 @@ timeout "$TEST_TIMEOUT" cargo test "$@"
 echo "== cargo test --test dashboard -- --ignored (headless Chromium)"
 timeout "$TEST_TIMEOUT" cargo test "$@" --test dashboard -- --ignored
 echo "== screenshots: target/dashboard.png target/dashboard-dark.png target/dashboard-phone.png"
+echo "== cargo test --test cluster -- --ignored (redis-server)"
+timeout "$TEST_TIMEOUT" cargo test "$@" --test cluster -- --ignored

@@ -23,11 +23,21 @@ const IDLE_WAIT: Duration = Duration::from_millis(10);
 /// to tell a late duplicate from a reordered event.
 const SEEN_WINDOW: u64 = 128;
 
-/// Where to connect and what to send.
-pub struct Plan {
+/// One server (or cluster node) to connect to.
+#[derive(Clone, Debug)]
+pub struct Target {
     pub addr: SocketAddr,
+    /// The `Host` header.
     pub host: String,
     pub ws_path: String,
+}
+
+/// Where to connect and what to send.
+pub struct Plan {
+    /// Where publishers connect (publisher i to target i mod n).
+    pub pub_targets: Vec<Target>,
+    /// Where subscribers connect, round-robin.
+    pub sub_targets: Vec<Target>,
     pub api_key: Option<String>,
     pub topics: Vec<String>,
     /// Payload bytes per publish.
@@ -183,6 +193,8 @@ pub struct Engine {
     pub measuring: bool,
     pub tally: Tally,
     next_source: usize,
+    /// Subscribers opened so far, to spread them over the sub targets.
+    next_sub_target: usize,
 }
 
 impl Engine {
@@ -209,6 +221,7 @@ impl Engine {
             measuring: false,
             tally: Tally::default(),
             next_source: 0,
+            next_sub_target: 0,
         })
     }
 
@@ -226,8 +239,9 @@ impl Engine {
                 let Some(role) = self.pending_opens.pop() else {
                     break;
                 };
-                self.connect(role)
-                    .map_err(|e| format!("cannot connect to {}: {e}", self.plan.addr))?;
+                let target = self.target(role);
+                self.connect(role, &target)
+                    .map_err(|e| format!("cannot connect to {}: {e}", target.addr))?;
             }
             if Instant::now() >= deadline {
                 return Err(format!(
@@ -271,12 +285,29 @@ impl Engine {
         }
     }
 
-    fn connect(&mut self, role: Role) -> io::Result<()> {
+    /// Publisher i goes to pub target i mod n; subscribers take the sub
+    /// targets in turn.
+    fn target(&mut self, role: Role) -> Target {
+        match role {
+            Role::Publisher { id } => {
+                let targets = &self.plan.pub_targets;
+                targets[id as usize % targets.len()].clone()
+            }
+            Role::Subscriber { .. } | Role::Stalled { .. } => {
+                let targets = &self.plan.sub_targets;
+                let target = targets[self.next_sub_target % targets.len()].clone();
+                self.next_sub_target += 1;
+                target
+            }
+        }
+    }
+
+    fn connect(&mut self, role: Role, target: &Target) -> io::Result<()> {
         let source = (!self.plan.sources.is_empty()).then(|| {
             self.next_source = (self.next_source + 1) % self.plan.sources.len();
             self.plan.sources[self.next_source]
         });
-        let mut sock = sys::connect(source, self.plan.addr)?;
+        let mut sock = sys::connect(source, target.addr)?;
         let _ = sock.set_nodelay(true);
         let entry = self.clients.vacant_entry();
         let key = entry.key();
@@ -290,7 +321,7 @@ impl Engine {
             out,
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
-            self.plan.ws_path, self.plan.host
+            target.ws_path, target.host
         )?;
         if let Some(key) = &self.plan.api_key {
             write!(out, "X-API-Key: {key}\r\n")?;

@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cli::endpoint::Endpoint;
 use crate::flags::{self, Opt, Token, Tokens};
-use engine::{Engine, Plan, Role, Tally};
+use engine::{Engine, Plan, Role, Tally, Target};
 
 pub const USAGE: &str = "\
 Usage: pubsubd bench <fanout|conns|slow> [options]
@@ -29,6 +29,11 @@ Scenarios:
 
 Options (defaults in brackets):
   --url URL            server [PUBSUBD_URL or http://127.0.0.1:8080]
+  --pub-url URL        where publishers connect (repeatable: publisher i to the
+                       i-th mod n; topics are created and deleted through the
+                       first) [--url]
+  --sub-url URL        where subscribers connect (repeatable: spread
+                       round-robin), e.g. other nodes of a cluster [--url]
   --api-key KEY        [PUBSUBD_API_KEY]
   --publishers P       [1]
   --subscribers S      fanout: [1]; slow: normal subscribers [10]
@@ -62,6 +67,8 @@ enum Scenario {
 struct Options {
     scenario: Scenario,
     url: String,
+    pub_urls: Vec<String>,
+    sub_urls: Vec<String>,
     api_key: Option<String>,
     publishers: u64,
     subscribers: Option<u64>,
@@ -84,6 +91,8 @@ struct Options {
 
 const OPTIONS: &[Opt] = &[
     Opt::value("url"),
+    Opt::value("pub-url"),
+    Opt::value("sub-url"),
     Opt::value("api-key"),
     Opt::value("publishers"),
     Opt::value("subscribers"),
@@ -114,6 +123,8 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
     let mut o = Options {
         scenario: Scenario::Fanout,
         url: std::env::var("PUBSUBD_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into()),
+        pub_urls: Vec::new(),
+        sub_urls: Vec::new(),
         api_key: std::env::var("PUBSUBD_API_KEY")
             .ok()
             .filter(|k| !k.is_empty()),
@@ -163,6 +174,8 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
         };
         match name {
             "url" => o.url = value,
+            "pub-url" => o.pub_urls.push(value),
+            "sub-url" => o.sub_urls.push(value),
             "api-key" => o.api_key = Some(value),
             "publishers" => o.publishers = positive(name, &value)?,
             "subscribers" => o.subscribers = Some(num(name, &value)?),
@@ -186,6 +199,12 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
         }
     }
     o.scenario = scenario.ok_or("missing the scenario: fanout, conns or slow")?;
+    if o.pub_urls.is_empty() {
+        o.pub_urls.push(o.url.clone());
+    }
+    if o.sub_urls.is_empty() {
+        o.sub_urls.push(o.url.clone());
+    }
     Ok(o)
 }
 
@@ -238,14 +257,39 @@ fn mark(engine: &Engine, server_pid: Option<u32>) -> Mark {
     }
 }
 
-fn run(o: &Options) -> Result<Report, String> {
-    let endpoint = Endpoint::parse(&o.url)?;
+/// A URL's endpoint (for REST) and where its WebSocket clients connect.
+fn target(url: &str) -> Result<(Endpoint, Target), String> {
+    let endpoint = Endpoint::parse(url)?;
     let addr = endpoint
         .resolve()
-        .map_err(|e| format!("cannot resolve {}: {e}", o.url))?
+        .map_err(|e| format!("cannot resolve {url}: {e}"))?
         .into_iter()
         .next()
-        .ok_or_else(|| format!("no address for {}", o.url))?;
+        .ok_or_else(|| format!("no address for {url}"))?;
+    let target = Target {
+        addr,
+        host: endpoint.authority(),
+        ws_path: endpoint.path("/ws"),
+    };
+    Ok((endpoint, target))
+}
+
+fn run(o: &Options) -> Result<Report, String> {
+    let mut pub_targets = Vec::new();
+    let mut endpoint = None;
+    for url in &o.pub_urls {
+        let (e, t) = target(url)?;
+        // Topics are created and deleted through the first publisher URL.
+        endpoint.get_or_insert(e);
+        pub_targets.push(t);
+    }
+    let endpoint = endpoint.ok_or("no --pub-url")?;
+    let sub_targets = o
+        .sub_urls
+        .iter()
+        .map(|url| target(url).map(|(_, t)| t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let addr = sub_targets[0].addr;
     let fd_limit = crate::sys::raise_fd_limit();
     let subscribers = match o.scenario {
         Scenario::Fanout => o.subscribers.unwrap_or(1),
@@ -270,9 +314,8 @@ fn run(o: &Options) -> Result<Report, String> {
     }
     let sources = sources(o, addr, subscribers);
     let plan = Plan {
-        addr,
-        host: endpoint.authority(),
-        ws_path: endpoint.path("/ws"),
+        pub_targets,
+        sub_targets,
         api_key: o.api_key.clone(),
         size: o.size,
         window: if o.scenario == Scenario::Conns {
@@ -692,6 +735,21 @@ mod tests {
         assert!(o.scenario == Scenario::Conns && o.spin && o.size == 64);
         assert_eq!(parse(args("slow -h")).err().as_deref(), Some(""));
         assert_eq!(parse(args("")).err().as_deref(), Some(""));
+    }
+
+    #[test]
+    fn pub_and_sub_urls_repeat_and_default_to_url() {
+        let o = parse(args("fanout --url http://h:1")).unwrap();
+        assert_eq!(
+            (o.pub_urls, o.sub_urls),
+            (args("http://h:1"), args("http://h:1"))
+        );
+        let o = parse(args(
+            "fanout --pub-url http://a:1 --sub-url http://a:1 --sub-url=http://b:2",
+        ))
+        .unwrap();
+        assert_eq!(o.pub_urls, args("http://a:1"));
+        assert_eq!(o.sub_urls, args("http://a:1 http://b:2"));
     }
 
     #[test]

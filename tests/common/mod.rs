@@ -532,3 +532,4 @@ pub fn refusing_port() -> RefusingPort {
     }
 }
 pub mod extra;
+pub mod redis;

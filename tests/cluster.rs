@@ -1,0 +1,886 @@
+//! Cluster mode (protocol §9) against a real `redis-server` that each test
+//! starts on a free port, with two or three pubsubd nodes (in-process, or the
+//! built binary where a node must be SIGKILLed or its exit code read).
+//!
+//! Every test is `#[ignore]`d so that a plain `cargo test` needs no Redis;
+//! `scripts/test.sh` runs them (`cargo test --test cluster -- --ignored`).
+//! When they run, a missing `redis-server` fails them: they never skip.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::extra::metric;
+use common::redis::Redis;
+use common::{
+    Server, ServerProcess, Ws, binary, create_topic, health, http, run, start_with, uuid,
+    wait_child_within, wait_until,
+};
+use pubsubd::Config;
+use pubsubd::engine::RedisUrl;
+use serde_json::{Value, json};
+
+/// A node of the cluster on `redis`, once its link to Redis is up.
+fn node(redis: &Redis, tweak: impl FnOnce(&mut Config)) -> Server {
+    node_at(&redis.url(), tweak)
+}
+
+fn node_at(url: &str, tweak: impl FnOnce(&mut Config)) -> Server {
+    let url = url.to_string();
+    let server = start_with(move |c| {
+        c.redis = Some(RedisUrl::parse(&url).expect("a Redis URL"));
+        c.request_timeout = Duration::from_secs(2);
+        tweak(c);
+    });
+    wait_redis(server.addr, "up");
+    server
+}
+
+/// Polls `/health` until the node says its Redis link is `state`.
+fn wait_redis(addr: SocketAddr, state: &str) {
+    wait_until(&format!("{addr} to report redis {state}"), || {
+        health(addr)["cluster"]["redis"] == state
+    });
+}
+
+/// Polls `/metrics` until the node has reconnected more than `before` times
+/// and is linked again (so a `/health` read just before a drop is not taken
+/// for "back").
+fn wait_reconnected(addr: SocketAddr, before: u64) {
+    wait_until(&format!("{addr} to reconnect to redis"), || {
+        metric(addr, "pubsubd_redis_reconnects_total") > before
+            && metric(addr, "pubsubd_redis_up") == 1
+    });
+}
+
+fn subscribe_since(ws: &mut Ws, topic: &str, since: u64, epoch: &str) -> Value {
+    ws.send(json!({"type":"subscribe","topic":topic,"client_id":uuid(),"since":since,"epoch":epoch,"request_id":"resume"}));
+    let ack = ws.recv_skip_heartbeat();
+    assert_eq!(ack["type"], "ack", "subscribe since {since}: {ack}");
+    ack
+}
+
+/// Publishes `{"n":k}` for each k, one at a time, and checks each ack's seq is k.
+fn publish_numbered(publisher: &mut Ws, topic: &str, seqs: impl IntoIterator<Item = u64>) {
+    for n in seqs {
+        let ack = publisher.publish(topic, json!({ "n": n }));
+        assert_eq!(ack["type"], "ack", "{ack}");
+        assert_eq!(ack["seq"], n, "publish ack of event {n}: {ack}");
+    }
+}
+
+/// Publishes `{"p":tag,"n":k}` for k in 1..=count, `batch` at a time without
+/// waiting, and returns the seqs of the acks, in the order they came.
+fn publish_burst(publisher: &mut Ws, topic: &str, tag: &str, count: u64, batch: u64) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    let mut n = 0;
+    while n < count {
+        let upto = (n + batch).min(count);
+        for k in n + 1..=upto {
+            publisher.send(
+                json!({"type":"publish","topic":topic,"request_id":format!("{tag}{k}"),
+                "message":{"id":uuid(),"payload":{"p":tag,"n":k}}}),
+            );
+        }
+        for k in n + 1..=upto {
+            let ack = publisher.recv_skip_heartbeat();
+            assert_eq!(ack["type"], "ack", "publish {tag}{k}: {ack}");
+            assert_eq!(
+                ack["request_id"],
+                format!("{tag}{k}"),
+                "acks in order: {ack}"
+            );
+            seqs.push(ack["seq"].as_u64().expect("an ack with a seq"));
+        }
+        n = upto;
+    }
+    seqs
+}
+
+/// Reads `count` events of `topic` (and nothing else but heartbeats).
+fn read_events(ws: &mut Ws, topic: &str, count: u64) -> Vec<Value> {
+    (0..count)
+        .map(|i| {
+            let event = ws.recv_skip_heartbeat();
+            assert_eq!(event["type"], "event", "message {i} of {count}: {event}");
+            assert_eq!(event["topic"], topic, "{event}");
+            event
+        })
+        .collect()
+}
+
+/// Reads the next events and checks their seqs and payloads (`{"n":seq}`).
+fn expect_events(ws: &mut Ws, topic: &str, expected: impl IntoIterator<Item = u64>) {
+    for seq in expected {
+        let event = ws.recv_skip_heartbeat();
+        assert_eq!(event["type"], "event", "expected event {seq}: {event}");
+        assert_eq!(event["topic"], topic, "{event}");
+        assert_eq!(event["seq"], seq, "{event}");
+        assert_eq!(event["message"]["payload"]["n"], seq, "{event}");
+    }
+}
+
+/// A subscriber on its own thread, reading `count` events.
+fn reader(mut ws: Ws, topic: &'static str, count: u64) -> JoinHandle<(Ws, Vec<Value>)> {
+    std::thread::spawn(move || {
+        let events = read_events(&mut ws, topic, count);
+        (ws, events)
+    })
+}
+
+fn seqs(events: &[Value]) -> Vec<u64> {
+    events.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
+}
+
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn events_reach_every_subscriber_on_every_node_once_in_seq_order() {
+    let redis = Redis::start();
+    let nodes: Vec<Server> = (0..3).map(|_| node(&redis, |_| {})).collect();
+    create_topic(nodes[0].addr, "orders");
+    const N: u64 = 3000;
+    // Two subscribers on the publishing node, one on each other node.
+    let readers: Vec<_> = [0, 0, 1, 2]
+        .into_iter()
+        .map(|i| {
+            let mut ws = Ws::connect(nodes[i].addr);
+            ws.subscribe("orders", &uuid(), 0);
+            reader(ws, "orders", N)
+        })
+        .collect();
+    let mut publisher = Ws::connect(nodes[0].addr);
+    let acked = publish_burst(&mut publisher, "orders", "a", N, 200);
+    assert_eq!(acked, (1..=N).collect::<Vec<_>>(), "acks carry seq 1..N");
+    for (i, r) in readers.into_iter().enumerate() {
+        let (mut ws, events) = r.join().expect("a subscriber thread");
+        let expected: Vec<u64> = (1..=N).collect();
+        assert_eq!(seqs(&events), expected, "subscriber {i}: seqs");
+        let payloads: Vec<u64> = events
+            .iter()
+            .map(|e| e["message"]["payload"]["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(payloads, expected, "subscriber {i}: the publisher's order");
+        // Nothing after the last one: no duplicate was queued.
+        ws.ping();
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn topics_are_created_and_deleted_cluster_wide() {
+    let redis = Redis::start();
+    let (a, b, c) = (
+        node(&redis, |_| {}),
+        node(&redis, |_| {}),
+        node(&redis, |_| {}),
+    );
+    let body = json!({"name":"orders"}).to_string();
+    assert_eq!(http(a.addr, "POST", "/topics", Some(&body)).status, 201);
+    let again = http(b.addr, "POST", "/topics", Some(&body));
+    assert_eq!(
+        again.status,
+        409,
+        "a topic created on A exists on B: {:?}",
+        again.json()
+    );
+    let listed = |addr| {
+        http(addr, "GET", "/topics", None).json()["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "orders")
+    };
+    wait_until("C to list the topic", || listed(c.addr));
+    assert_eq!(http(c.addr, "GET", "/topics/orders", None).status, 200);
+
+    // Subscribers counted cluster-wide (within 2 s), this node only in /stats.
+    let mut on_a = Ws::connect(a.addr);
+    on_a.subscribe("orders", "sa", 0);
+    let mut on_b = Ws::connect(b.addr);
+    on_b.subscribe("orders", "sb", 0);
+    let subscribers_seen_by_c = || {
+        http(c.addr, "GET", "/topics", None).json()["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "orders")
+            .map(|t| t["subscribers"].clone())
+    };
+    wait_until("C to count both subscribers", || {
+        subscribers_seen_by_c() == Some(json!(2)) && health(c.addr)["subscribers"] == 2
+    });
+    assert_eq!(
+        metric(a.addr, "pubsubd_subscriptions"),
+        1,
+        "/metrics counts this node only"
+    );
+
+    // Deleting on B tells the subscribers on A (and B).
+    let deleted = http(b.addr, "DELETE", "/topics/orders", None);
+    assert_eq!(deleted.status, 200, "{:?}", deleted.json());
+    for ws in [&mut on_a, &mut on_b] {
+        let info = ws.recv_skip_heartbeat();
+        assert_eq!(
+            (&info["type"], &info["msg"], &info["topic"]),
+            (&json!("info"), &json!("topic_deleted"), &json!("orders")),
+            "{info}"
+        );
+    }
+    assert_eq!(http(a.addr, "DELETE", "/topics/orders", None).status, 404);
+    wait_until("C to forget the topic", || !listed(c.addr));
+    assert_eq!(http(c.addr, "GET", "/topics/orders", None).status, 404);
+
+    // The topic is gone for publishers and subscribers on every node.
+    let mut publisher = Ws::connect(c.addr);
+    let refused = publisher.publish("orders", json!(1));
+    assert_eq!(
+        (&refused["type"], &refused["error"]["code"]),
+        (&json!("error"), &json!("TOPIC_NOT_FOUND")),
+        "{refused}"
+    );
+    let mut late = Ws::connect(b.addr);
+    late.send(json!({"type":"subscribe","topic":"orders","client_id":"x","request_id":"s"}));
+    let refused = late.recv_skip_heartbeat();
+    assert_eq!(refused["error"]["code"], "TOPIC_NOT_FOUND", "{refused}");
+
+    // And it can be made again, anywhere.
+    assert_eq!(http(c.addr, "POST", "/topics", Some(&body)).status, 201);
+    assert_eq!(http(a.addr, "POST", "/topics", Some(&body)).status, 409);
+}
+
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn replay_and_since_read_the_shared_history() {
+    let redis = Redis::start();
+    let (a, b, c) = (
+        node(&redis, |_| {}),
+        node(&redis, |_| {}),
+        node(&redis, |_| {}),
+    );
+    create_topic(a.addr, "orders");
+    let mut publisher = Ws::connect(a.addr);
+    publish_numbered(&mut publisher, "orders", 1..=10);
+
+    // B follows nothing yet: last_n comes from Redis's history.
+    let mut on_b = Ws::connect(b.addr);
+    let ack = on_b.subscribe("orders", "b", 4);
+    assert_eq!(ack["seq"], 10, "{ack}");
+    let epoch = ack["epoch"].as_str().expect("an epoch").to_string();
+    expect_events(&mut on_b, "orders", 7..=10);
+    on_b.ping();
+
+    // C resumes after seq 6 of the same epoch: exactly the missing events.
+    let mut on_c = Ws::connect(c.addr);
+    let ack = subscribe_since(&mut on_c, "orders", 6, &epoch);
+    assert_eq!(ack["recovered"], true, "{ack}");
+    assert_eq!(
+        ack["epoch"],
+        epoch.as_str(),
+        "one epoch cluster-wide: {ack}"
+    );
+    expect_events(&mut on_c, "orders", 7..=10);
+    on_c.ping();
+
+    // A resume on the publishing node itself, then live events everywhere.
+    let mut on_a = Ws::connect(a.addr);
+    let ack = subscribe_since(&mut on_a, "orders", 9, &epoch);
+    assert_eq!(ack["recovered"], true, "{ack}");
+    expect_events(&mut on_a, "orders", [10]);
+    publish_numbered(&mut publisher, "orders", [11]);
+    for ws in [&mut on_a, &mut on_b, &mut on_c] {
+        expect_events(ws, "orders", [11]);
+        ws.ping();
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn two_publishers_on_two_nodes_every_subscriber_sees_one_order() {
+    let redis = Redis::start();
+    let nodes: Vec<Server> = (0..3).map(|_| node(&redis, |_| {})).collect();
+    create_topic(nodes[1].addr, "orders");
+    const EACH: u64 = 1000;
+    let readers: Vec<_> = [0, 1, 2, 2]
+        .into_iter()
+        .map(|i| {
+            let mut ws = Ws::connect(nodes[i].addr);
+            ws.subscribe("orders", &uuid(), 0);
+            reader(ws, "orders", 2 * EACH)
+        })
+        .collect();
+    let publishers: Vec<_> = [("a", nodes[0].addr), ("b", nodes[1].addr)]
+        .into_iter()
+        .map(|(tag, addr)| {
+            std::thread::spawn(move || {
+                let mut ws = Ws::connect(addr);
+                publish_burst(&mut ws, "orders", tag, EACH, 50)
+            })
+        })
+        .collect();
+    let mut all_acked: Vec<u64> = publishers
+        .into_iter()
+        .flat_map(|p| {
+            let acked = p.join().expect("a publisher thread");
+            assert!(
+                acked.windows(2).all(|w| w[0] < w[1]),
+                "one publisher's acks have rising seqs"
+            );
+            acked
+        })
+        .collect();
+    all_acked.sort_unstable();
+    assert_eq!(
+        all_acked,
+        (1..=2 * EACH).collect::<Vec<_>>(),
+        "each seq once"
+    );
+
+    let mut orders = Vec::new();
+    for r in readers {
+        let (mut ws, events) = r.join().expect("a subscriber thread");
+        assert_eq!(seqs(&events), (1..=2 * EACH).collect::<Vec<_>>());
+        let order: Vec<(String, u64)> = events
+            .iter()
+            .map(|e| {
+                let p = &e["message"]["payload"];
+                (
+                    p["p"].as_str().unwrap().to_string(),
+                    p["n"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        for tag in ["a", "b"] {
+            let own: Vec<u64> = order
+                .iter()
+                .filter(|(p, _)| p == tag)
+                .map(|(_, n)| *n)
+                .collect();
+            assert_eq!(
+                own,
+                (1..=EACH).collect::<Vec<_>>(),
+                "publisher {tag}'s order"
+            );
+        }
+        ws.ping();
+        orders.push(order);
+    }
+    for (i, order) in orders.iter().enumerate().skip(1) {
+        assert!(
+            *order == orders[0],
+            "subscriber {i} saw another order than subscriber 0"
+        );
+    }
+    // Both publishers really interleaved (or the test proved less than it says).
+    let switches = orders[0].windows(2).filter(|w| w[0].0 != w[1].0).count();
+    assert!(switches > 1, "the two publishers did not overlap");
+}
+
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn answers_keep_request_order_while_some_wait_on_redis() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, |_| {}), node(&redis, |_| {}));
+    create_topic(a.addr, "t1");
+    create_topic(a.addr, "t2");
+    // B follows neither topic: both subscribes wait on Redis, the publishes too.
+    let mut ws = Ws::connect(b.addr);
+    let requests = [
+        json!({"type":"publish","topic":"t2","request_id":"p1","message":{"id":uuid(),"payload":1}}),
+        json!({"type":"publish","topic":"t2","request_id":"p2","message":{"id":uuid(),"payload":2}}),
+        json!({"type":"ping","request_id":"g1"}),
+        json!({"type":"subscribe","topic":"t1","client_id":"c","request_id":"s1"}),
+        json!({"type":"ping","request_id":"g2"}),
+        json!({"type":"publish","topic":"t1","request_id":"p3","message":{"id":uuid(),"payload":3}}),
+        json!({"type":"subscribe","topic":"t2","client_id":"c","request_id":"s2"}),
+        json!({"type":"ping","request_id":"g3"}),
+    ];
+    send_in_one_write(&mut ws, &requests);
+    let mut answers = Vec::new();
+    while answers.len() < requests.len() {
+        let m = ws.recv_skip_heartbeat();
+        if m["type"] == "event" {
+            // p3's event on t1, which this connection subscribed to before
+            // publishing: it may come before or after p3's ack (§9).
+            assert_eq!((&m["topic"], &m["seq"]), (&json!("t1"), &json!(1)), "{m}");
+            continue;
+        }
+        answers.push(m);
+    }
+    let got: Vec<(String, String)> = answers
+        .iter()
+        .map(|m| {
+            (
+                m["type"].as_str().unwrap().to_string(),
+                m["request_id"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("ack", "p1"),
+        ("ack", "p2"),
+        ("pong", "g1"),
+        ("ack", "s1"),
+        ("pong", "g2"),
+        ("ack", "p3"),
+        ("ack", "s2"),
+        ("pong", "g3"),
+    ]
+    .iter()
+    .map(|(t, r)| (t.to_string(), r.to_string()))
+    .collect();
+    assert_eq!(got, want, "answers: {answers:?}");
+    assert_eq!(
+        (&answers[0]["seq"], &answers[1]["seq"]),
+        (&json!(1), &json!(2))
+    );
+    assert_eq!(
+        answers[6]["seq"], 2,
+        "s2 sees both publishes: {}",
+        answers[6]
+    );
+}
+
+/// Requests as masked client frames in one write, so the node reads them in one go.
+fn send_in_one_write(ws: &mut Ws, requests: &[Value]) {
+    use std::io::Write;
+    let bytes: Vec<u8> = requests
+        .iter()
+        .flat_map(|r| common::extra::client_frame(1, r.to_string().as_bytes()))
+        .collect();
+    ws.ws
+        .get_mut()
+        .write_all(&bytes)
+        .expect("write the requests");
+}
+
+/// Not only the answers keep their order: so do the effects. An unsubscribe
+/// behind a subscribe that waits on Redis undoes that subscribe.
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn an_unsubscribe_behind_a_waiting_subscribe_applies_after_it() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, |_| {}), node(&redis, |_| {}));
+    create_topic(a.addr, "t1");
+    let mut ws = Ws::connect(b.addr);
+    send_in_one_write(
+        &mut ws,
+        &[
+            json!({"type":"subscribe","topic":"t1","client_id":"c","request_id":"s1"}),
+            json!({"type":"unsubscribe","topic":"t1","client_id":"c","request_id":"u1"}),
+            json!({"type":"ping","request_id":"g1"}),
+        ],
+    );
+    let answers: Vec<Value> = (0..3).map(|_| ws.recv_skip_heartbeat()).collect();
+    let got: Vec<(&str, &str)> = answers
+        .iter()
+        .map(|m| {
+            (
+                m["type"].as_str().unwrap(),
+                m["request_id"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [("ack", "s1"), ("ack", "u1"), ("pong", "g1")],
+        "{answers:?}"
+    );
+    // Unsubscribed: an event on t1 reaches a witness on B, not `ws`.
+    let mut witness = Ws::connect(b.addr);
+    witness.subscribe("t1", "w", 0);
+    let mut publisher = Ws::connect(a.addr);
+    publish_numbered(&mut publisher, "t1", [1]);
+    expect_events(&mut witness, "t1", [1]);
+    ws.ping();
+}
+
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn redis_killed_and_restarted_empty_degrades_then_recovers() {
+    let mut redis = Redis::start();
+    let (a, b) = (node(&redis, |_| {}), node(&redis, |_| {}));
+    create_topic(a.addr, "orders");
+    create_topic(a.addr, "other");
+    let mut on_a = Ws::connect(a.addr);
+    on_a.subscribe("orders", "sa", 0);
+    let mut on_b = Ws::connect(b.addr);
+    on_b.subscribe("orders", "sb", 0);
+    let mut publisher = Ws::connect(a.addr);
+    publish_numbered(&mut publisher, "orders", 1..=3);
+    for ws in [&mut on_a, &mut on_b] {
+        expect_events(ws, "orders", 1..=3);
+    }
+
+    redis.kill();
+    for addr in [a.addr, b.addr] {
+        wait_redis(addr, "down");
+        let resp = http(addr, "GET", "/health", None);
+        assert_eq!(resp.status, 200, "a node without Redis is alive");
+        let h = resp.json();
+        assert_eq!(h["status"], "degraded", "{h}");
+        assert_eq!(metric(addr, "pubsubd_redis_up"), 0);
+    }
+    // What needs Redis is refused, within the request timeout (2 s here).
+    let began = Instant::now();
+    let refused = publisher.publish("orders", json!({"n": 0}));
+    assert_eq!(refused["error"]["code"], "UNAVAILABLE", "{refused}");
+    assert!(began.elapsed() < Duration::from_secs(3));
+    let mut publisher_b = Ws::connect(b.addr);
+    let refused = publisher_b.publish("orders", json!({"n": 0}));
+    assert_eq!(refused["error"]["code"], "UNAVAILABLE", "{refused}");
+    let body = json!({"name":"new"}).to_string();
+    assert_eq!(http(a.addr, "POST", "/topics", Some(&body)).status, 503);
+    assert_eq!(http(b.addr, "DELETE", "/topics/orders", None).status, 503);
+    let mut late = Ws::connect(b.addr);
+    late.send(json!({"type":"subscribe","topic":"other","client_id":"x","request_id":"s"}));
+    let refused = late.recv_skip_heartbeat();
+    assert_eq!(
+        refused["error"]["code"], "UNAVAILABLE",
+        "a topic B does not follow: {refused}"
+    );
+    // A topic the node follows can still be subscribed to.
+    let mut another = Ws::connect(a.addr);
+    another.subscribe("orders", "sa2", 0);
+    // Connected subscribers stay connected.
+    on_a.ping();
+    on_b.ping();
+
+    redis.restart();
+    for addr in [a.addr, b.addr] {
+        wait_redis(addr, "up");
+        assert_eq!(health(addr)["status"], "ok");
+        // One outage, one reconnect (not one per attempt).
+        assert_eq!(metric(addr, "pubsubd_redis_reconnects_total"), 1);
+    }
+    // Redis came back empty: the nodes register the topic they follow again.
+    wait_until("the nodes to register the topic again", || {
+        redis.command(&["EXISTS", "pubsubd:{orders}:meta"]) == ":1"
+    });
+    let ack = publisher.publish("orders", json!({"n": 1}));
+    assert_eq!(
+        (&ack["type"], &ack["seq"]),
+        (&json!("ack"), &json!(1)),
+        "{ack}"
+    );
+    for ws in [&mut on_a, &mut on_b, &mut another] {
+        expect_events(ws, "orders", [1]);
+        ws.ping();
+    }
+}
+
+/// Publishes into Redis as a node would (the same script), from the test's
+/// own connection: what the nodes' subscribe links miss while they are cut.
+fn publish_in_redis(
+    redis: &Redis,
+    topic: &str,
+    numbers: impl IntoIterator<Item = u64>,
+    keep: usize,
+) -> Vec<String> {
+    let commands: Vec<Vec<Vec<u8>>> = numbers
+        .into_iter()
+        .map(|n| {
+            let payload =
+                serde_json::value::RawValue::from_string(json!({ "n": n }).to_string()).unwrap();
+            let (head, tail) = pubsubd::protocol::event_parts(
+                topic,
+                &uuid(),
+                &payload,
+                "2025-01-01T00:00:00.000Z",
+            );
+            let s = |v: &str| v.as_bytes().to_vec();
+            vec![
+                s("EVAL"),
+                s(pubsubd::engine::scripts::PUBLISH),
+                s("3"),
+                s("pubsubd:topics"),
+                s(&format!("pubsubd:{{{topic}}}:meta")),
+                s(&format!("pubsubd:{{{topic}}}:history")),
+                head,
+                tail,
+                s(&keep.to_string()),
+                s(&format!("pubsubd:{{{topic}}}:events")),
+                Vec::new(),
+                s(topic),
+                s("pubsubd:control"),
+            ]
+        })
+        .collect();
+    redis.pipeline(&commands)
+}
+
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn with_persistence_a_restart_keeps_history_and_gaps_are_filled_or_reported() {
+    let mut redis = Redis::start_persistent();
+    const HISTORY: usize = 5;
+    let (a, b) = (
+        node(&redis, |c| c.history = HISTORY),
+        node(&redis, |c| c.history = HISTORY),
+    );
+    create_topic(a.addr, "orders");
+    let mut on_b = Ws::connect(b.addr);
+    let epoch = on_b.subscribe("orders", "sb", 0)["epoch"].clone();
+    let mut publisher = Ws::connect(a.addr);
+    publish_numbered(&mut publisher, "orders", 1..=5);
+    expect_events(&mut on_b, "orders", 1..=5);
+
+    // A restart with the append-only file: same epoch, seq goes on, and the
+    // history the nodes read back again is not delivered twice.
+    redis.kill();
+    wait_redis(a.addr, "down");
+    wait_redis(b.addr, "down");
+    redis.restart();
+    wait_reconnected(a.addr, 0);
+    wait_reconnected(b.addr, 0);
+    assert_eq!(
+        redis.command(&["HGET", "pubsubd:{orders}:meta", "epoch"]),
+        format!("${}", epoch.as_str().unwrap())
+    );
+    publish_numbered(&mut publisher, "orders", 6..=8);
+    expect_events(&mut on_b, "orders", 6..=8);
+    on_b.ping();
+
+    // Cut every node's subscribe link, and publish while they are away:
+    // within the history, the gap is filled from it, once.
+    let before = [a.addr, b.addr].map(|n| metric(n, "pubsubd_redis_reconnects_total"));
+    let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_eq!(killed, ":2", "one subscribe link per node");
+    let replies = publish_in_redis(&redis, "orders", 9..=11, HISTORY);
+    assert_eq!(replies, [":9", ":10", ":11"]);
+    expect_events(&mut on_b, "orders", 9..=11);
+    wait_reconnected(a.addr, before[0]);
+    wait_reconnected(b.addr, before[1]);
+    publish_numbered(&mut publisher, "orders", [12]);
+    expect_events(&mut on_b, "orders", [12]);
+    on_b.ping();
+
+    // Past the history: what it no longer holds is reported, the rest delivered.
+    let before = [a.addr, b.addr].map(|n| metric(n, "pubsubd_redis_reconnects_total"));
+    assert_eq!(redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]), ":2");
+    let replies = publish_in_redis(&redis, "orders", 13..=32, HISTORY);
+    assert_eq!(replies.last().map(String::as_str), Some(":32"));
+    let info = on_b.recv_skip_heartbeat();
+    assert_eq!(
+        (
+            &info["type"],
+            &info["msg"],
+            &info["topic"],
+            &info["from_seq"],
+            &info["to_seq"]
+        ),
+        (
+            &json!("info"),
+            &json!("events_lost"),
+            &json!("orders"),
+            &json!(13),
+            &json!(27)
+        ),
+        "{info}"
+    );
+    expect_events(&mut on_b, "orders", 28..=32);
+    wait_reconnected(a.addr, before[0]);
+    wait_reconnected(b.addr, before[1]);
+    publish_numbered(&mut publisher, "orders", [33]);
+    expect_events(&mut on_b, "orders", [33]);
+    on_b.ping();
+}
+
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn a_killed_nodes_subscriber_resumes_on_another_node() {
+    let redis = Redis::start();
+    let doomed = ServerProcess::start(&["--redis", &redis.url()]);
+    wait_redis(doomed.addr, "up");
+    let survivor = node(&redis, |_| {});
+    create_topic(survivor.addr, "orders");
+    let mut subscriber = Ws::connect(doomed.addr);
+    let epoch = subscriber.subscribe("orders", "resumer", 0)["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut publisher = Ws::connect(survivor.addr);
+    publish_numbered(&mut publisher, "orders", 1..=5);
+    expect_events(&mut subscriber, "orders", 1..=5);
+
+    // SIGKILL (ServerProcess's drop kills the child it started, by its PID).
+    drop(doomed);
+    drop(subscriber);
+    publish_numbered(&mut publisher, "orders", 6..=8);
+
+    let mut resumed = Ws::connect(survivor.addr);
+    let ack = subscribe_since(&mut resumed, "orders", 5, &epoch);
+    assert_eq!(ack["recovered"], true, "{ack}");
+    assert_eq!(ack["seq"], 8, "{ack}");
+    expect_events(&mut resumed, "orders", 6..=8);
+    publish_numbered(&mut publisher, "orders", [9]);
+    expect_events(&mut resumed, "orders", [9]);
+    resumed.ping();
+}
+
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn a_wrong_password_stops_the_start_and_no_password_is_ever_shown() {
+    const PASSWORD: &str = "pw-Zq81-correct";
+    const WRONG: &str = "pw-Xy42-wrong";
+    let redis = Redis::start_with_password(PASSWORD);
+    let wrong = format!("redis://:{WRONG}@127.0.0.1:{}", redis.port);
+    let out = run(&mut binary(&[
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--redis",
+        &wrong,
+    ]));
+    assert_eq!(
+        out.code(),
+        Some(2),
+        "exit 2 on a wrong password: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("password"),
+        "the message says what to check: {}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains(WRONG),
+        "the password is not shown: {}",
+        out.stderr
+    );
+
+    // The right one: nothing the node shows or logs contains it.
+    let url = format!("redis://:{PASSWORD}@127.0.0.1:{}", redis.port);
+    let server = ServerProcess::start(&["--redis", &url]);
+    wait_redis(server.addr, "up");
+    create_topic(server.addr, "orders");
+    for path in ["/health", "/stats", "/metrics", "/topics", "/topics/orders"] {
+        let resp = http(server.addr, "GET", path, None);
+        assert_eq!(resp.status, 200, "{path}");
+        let body = String::from_utf8_lossy(&resp.body);
+        assert!(
+            !body.contains(PASSWORD),
+            "{path} shows the password: {body}"
+        );
+    }
+    let out = server.stop();
+    let logs = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        logs.contains("redis://:***@"),
+        "the log names Redis, masked: {logs}"
+    );
+    assert!(
+        !logs.contains(PASSWORD),
+        "the log shows the password: {logs}"
+    );
+    let help = run(binary(&["--help"]).env("PUBSUBD_REDIS", &url));
+    assert_eq!(help.code(), Some(0));
+    assert!(help.stdout.contains("--redis"), "{}", help.stdout);
+    assert!(!help.stdout.contains(PASSWORD) && !help.stderr.contains(PASSWORD));
+}
+
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn tls_urls_are_refused_and_an_unreachable_redis_starts_degraded() {
+    // Needs no Redis, but belongs with the others.
+    let out = run(&mut binary(&[
+        "--port",
+        "0",
+        "--redis",
+        "rediss://:pw-Tls9@127.0.0.1:6380",
+    ]));
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("TLS"), "{}", out.stderr);
+    assert!(!out.stderr.contains("pw-Tls9"), "{}", out.stderr);
+
+    let nobody = common::refusing_port();
+    let server = start_with(|c| {
+        c.redis = Some(RedisUrl::parse(&format!("redis://{}", nobody.addr)).unwrap());
+        c.request_timeout = Duration::from_secs(1);
+    });
+    let h = health(server.addr);
+    assert_eq!(
+        (&h["status"], &h["cluster"]["redis"]),
+        (&json!("degraded"), &json!("down")),
+        "{h}"
+    );
+    let mut ws = Ws::connect(server.addr);
+    let refused = ws.publish("orders", json!(1));
+    assert_eq!(refused["error"]["code"], "UNAVAILABLE", "{refused}");
+}
+
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn bench_across_two_nodes_loses_nothing() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, |_| {}), node(&redis, |_| {}));
+    let (ua, ub) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
+    let child = binary(&[
+        "bench",
+        "fanout",
+        "--pub-url",
+        &ua,
+        "--sub-url",
+        &ua,
+        "--sub-url",
+        &ub,
+    ])
+    .args(["--subscribers", "6", "--count", "3000", "--window", "64"])
+    .spawn()
+    .expect("the bench runs");
+    let out = wait_child_within(child, Duration::from_secs(60));
+    assert!(out.status.success(), "bench failed: {}", out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("bench printed no JSON ({e}): {}", out.stderr));
+    assert_eq!(report["acked"], 3000, "{report}");
+    assert_eq!(report["received"], 6 * 3000, "{report}");
+    for k in ["lost", "duplicates", "order_violations", "foreign_events"] {
+        assert_eq!(report[k], 0, "{k}: {report}");
+    }
+    // The subscribers really were on both nodes.
+    for addr in [a.addr, b.addr] {
+        assert!(
+            metric(addr, "pubsubd_messages_delivered_total") >= 3 * 3000,
+            "{addr}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn an_outage_is_logged_once_not_once_per_attempt() {
+    // A "Redis" that accepts and hangs up at once: every attempt of the node
+    // to link is counted here, and fails.
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = fake.local_addr().unwrap().port();
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = attempts.clone();
+    let fake_thread = std::thread::spawn(move || {
+        fake.set_nonblocking(true).unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        while counted.load(std::sync::atomic::Ordering::SeqCst) < 8 && Instant::now() < until {
+            match fake.accept() {
+                Ok((conn, _)) => {
+                    drop(conn);
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        // Dropping the listener frees the port for the real Redis.
+    });
+    let url = format!("redis://127.0.0.1:{port}");
+    let server = ServerProcess::start(&["--redis", &url, "--log-level", "info"]);
+    fake_thread.join().expect("the fake Redis");
+    // 8 connections: the start-up check and at least three attempts of two links.
+    assert!(attempts.load(std::sync::atomic::Ordering::SeqCst) >= 8);
+    assert_eq!(health(server.addr)["cluster"]["redis"], "down");
+    let redis = Redis::start_at(Some(port), &["--appendonly", "no"]);
+    wait_redis(server.addr, "up");
+    let out = server.stop();
+    let unreachable = out.stderr.matches("is unreachable").count();
+    assert_eq!(unreachable, 1, "one warning per outage: {}", out.stderr);
+    drop(redis);
+}
