@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use common::extra::{assert_exactly_once, publish_numbered};
 use common::{CHILD_TIMEOUT, ServerProcess, Ws, binary, create_topic, http, run, start_with, uuid};
 use serde_json::{Value, json};
 
@@ -83,17 +84,6 @@ impl Drop for Sub {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn publish_numbered(publisher: &mut Ws, topic: &str, seqs: impl IntoIterator<Item = u64>) {
-    for n in seqs {
-        let ack = publisher.publish(topic, json!({ "n": n }));
-        assert_eq!(
-            (ack["type"].as_str(), ack["seq"].as_u64()),
-            (Some("ack"), Some(n)),
-            "{ack}"
-        );
     }
 }
 
@@ -254,27 +244,6 @@ impl Publisher {
             .map(|t| t.join().expect("publisher"))
             .unwrap_or(0)
     }
-}
-
-/// Checks that `seen` holds every seq of 1..=last exactly once.
-fn assert_exactly_once(seen: &[u64], last: u64) {
-    let mut count = vec![0u32; last as usize + 1];
-    for &seq in seen {
-        assert!((1..=last).contains(&seq), "seq {seq} is outside 1..={last}");
-        count[seq as usize] += 1;
-    }
-    let missing: Vec<u64> = (1..=last)
-        .filter(|&s| count[s as usize] == 0)
-        .take(10)
-        .collect();
-    let repeated: Vec<u64> = (1..=last)
-        .filter(|&s| count[s as usize] > 1)
-        .take(10)
-        .collect();
-    assert!(
-        missing.is_empty() && repeated.is_empty(),
-        "of 1..={last}: missing {missing:?}, seen more than once {repeated:?} (the first ten of each)"
-    );
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
+use common::extra::{assert_exactly_once, publish_numbered};
 use common::{Ws, create_topic, http, start, start_with, uuid};
 use serde_json::{Value, json};
 
@@ -55,15 +56,6 @@ fn expect_events(ws: &mut Ws, topic: &str, expected: impl IntoIterator<Item = u6
 /// Proves nothing more was queued for `ws`: its next message is the pong.
 fn expect_nothing_more(ws: &mut Ws) {
     ws.ping();
-}
-
-/// Publishes `{"n":k}` for each k and checks each ack's seq is k.
-fn publish_numbered(publisher: &mut Ws, topic: &str, seqs: impl IntoIterator<Item = u64>) {
-    for n in seqs {
-        let ack = publisher.publish(topic, json!({ "n": n }));
-        assert_eq!(ack["type"], "ack", "{ack}");
-        assert_eq!(ack["seq"], n, "publish ack of event {n}: {ack}");
-    }
 }
 
 fn epoch_of(ack: &Value) -> String {
@@ -417,27 +409,6 @@ impl Publisher {
             .map(|t| t.join().expect("publisher"))
             .unwrap_or(0)
     }
-}
-
-/// Checks that `seen` holds every seq of 1..=last exactly once.
-fn assert_exactly_once(seen: &[u64], last: u64) {
-    let mut count = vec![0u32; last as usize + 1];
-    for &seq in seen {
-        assert!((1..=last).contains(&seq), "seq {seq} is outside 1..={last}");
-        count[seq as usize] += 1;
-    }
-    let missing: Vec<u64> = (1..=last)
-        .filter(|&s| count[s as usize] == 0)
-        .take(10)
-        .collect();
-    let repeated: Vec<u64> = (1..=last)
-        .filter(|&s| count[s as usize] > 1)
-        .take(10)
-        .collect();
-    assert!(
-        missing.is_empty() && repeated.is_empty(),
-        "of 1..={last}: missing {missing:?}, seen more than once {repeated:?} (the first ten of each)"
-    );
 }
 
 /// Many resubscriptions with `since` on fresh connections while another

@@ -261,34 +261,30 @@ impl Core {
             if !runnable {
                 return;
             }
-            match queue.pop_front() {
-                Some(Held::Ready(frame)) => fx.send(conn, frame),
+            let held = queue.pop_front();
+            if let Some(Held::Ready(frame)) = held {
+                fx.send(conn, frame);
+                continue;
+            }
+            // A request at the front runs now: its answer (and a subscribe's
+            // replay) goes out before anything queued behind it.
+            let behind = c.pending.remove(&conn);
+            match held {
                 Some(Held::Subscribe {
                     rid,
                     topic,
                     client_id,
                     replay,
-                }) => {
-                    // At the front: its answer and replay go out now, before
-                    // anything queued behind it.
-                    let behind = c.pending.remove(&conn);
-                    self.subscribe(conn, rid.as_deref(), &topic, &client_id, &replay, ts, fx);
-                    if let (Some(behind), Some(c)) = (behind, &mut self.cluster)
-                        && !behind.is_empty()
-                    {
-                        c.pending.insert(conn, behind);
-                    }
-                }
+                }) => self.subscribe(conn, rid.as_deref(), &topic, &client_id, &replay, ts, fx),
                 Some(Held::Unsubscribe { rid, topic }) => {
-                    let behind = c.pending.remove(&conn);
-                    self.unsubscribe_now(conn, rid.as_deref(), &topic, ts, fx);
-                    if let (Some(behind), Some(c)) = (behind, &mut self.cluster)
-                        && !behind.is_empty()
-                    {
-                        c.pending.insert(conn, behind);
-                    }
+                    self.unsubscribe_now(conn, rid.as_deref(), &topic, ts, fx)
                 }
-                Some(Held::Publish { .. }) | None => return,
+                _ => {}
+            }
+            if let (Some(behind), Some(c)) = (behind, &mut self.cluster)
+                && !behind.is_empty()
+            {
+                c.pending.insert(conn, behind);
             }
         }
     }

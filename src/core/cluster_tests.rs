@@ -2,7 +2,8 @@
 
 use serde_json::Value;
 
-use super::sim::{Peer, Peers, Reader, request, view};
+use super::sim::{Peers, request, view};
+use super::tests::{peers, take};
 use super::*;
 use crate::engine::{Command, Event, Failure, Slot, Snapshot};
 
@@ -13,21 +14,6 @@ fn cluster_core() -> Core {
     let mut fx = Peers::default();
     core.on_engine(Event::Up, TS, &mut fx);
     core
-}
-
-fn peers(n: usize) -> (Peers, Vec<ConnId>) {
-    let mut fx = Peers::default();
-    let ids: Vec<ConnId> = (0..n).map(|k| ConnId::new(k, 1)).collect();
-    for id in &ids {
-        fx.peers.insert(*id, Peer::new(Reader::Fast));
-    }
-    (fx, ids)
-}
-
-fn take(fx: &mut Peers, id: ConnId) -> Vec<Value> {
-    let peer = fx.peers.get_mut(&id).unwrap();
-    peer.read(usize::MAX);
-    std::mem::take(&mut peer.received)
 }
 
 fn kinds(got: &[Value]) -> Vec<String> {

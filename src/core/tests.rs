@@ -13,7 +13,7 @@ fn core(tweak: impl FnOnce(&mut Config)) -> Core {
     Core::new(&config)
 }
 
-fn peers(n: usize) -> (Peers, Vec<ConnId>) {
+pub(super) fn peers(n: usize) -> (Peers, Vec<ConnId>) {
     let mut fx = Peers::default();
     let ids: Vec<ConnId> = (0..n).map(|k| ConnId::new(k, 1)).collect();
     for id in &ids {
@@ -23,7 +23,7 @@ fn peers(n: usize) -> (Peers, Vec<ConnId>) {
 }
 
 /// Everything `id` received since the last call.
-fn take(fx: &mut Peers, id: ConnId) -> Vec<Value> {
+pub(super) fn take(fx: &mut Peers, id: ConnId) -> Vec<Value> {
     let peer = fx.peers.get_mut(&id).unwrap();
     peer.read(usize::MAX);
     std::mem::take(&mut peer.received)

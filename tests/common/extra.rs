@@ -370,3 +370,35 @@ impl FrameReader {
         Some((frame, hdr + len))
     }
 }
+
+// ---- sequences ----
+
+/// Publishes `{"n":k}` for each k and checks each ack's seq is k.
+pub fn publish_numbered(publisher: &mut Ws, topic: &str, seqs: impl IntoIterator<Item = u64>) {
+    for n in seqs {
+        let ack = publisher.publish(topic, serde_json::json!({ "n": n }));
+        assert_eq!(ack["type"], "ack", "{ack}");
+        assert_eq!(ack["seq"], n, "publish ack of event {n}: {ack}");
+    }
+}
+
+/// Checks that `seen` holds every seq of 1..=last exactly once.
+pub fn assert_exactly_once(seen: &[u64], last: u64) {
+    let mut count = vec![0u32; last as usize + 1];
+    for &seq in seen {
+        assert!((1..=last).contains(&seq), "seq {seq} is outside 1..={last}");
+        count[seq as usize] += 1;
+    }
+    let missing: Vec<u64> = (1..=last)
+        .filter(|&s| count[s as usize] == 0)
+        .take(10)
+        .collect();
+    let repeated: Vec<u64> = (1..=last)
+        .filter(|&s| count[s as usize] > 1)
+        .take(10)
+        .collect();
+    assert!(
+        missing.is_empty() && repeated.is_empty(),
+        "of 1..={last}: missing {missing:?}, seen more than once {repeated:?} (the first ten of each)"
+    );
+}
