@@ -275,6 +275,19 @@ fn dashboard_shows_live_traffic_and_drives_topics() {
         row("orders")
     ));
     assert!(shown.as_str().is_some_and(|t| t.ends_with("/s")), "{shown}");
+    // The last seq (issue 10) is shown on a laptop, as the server counts it.
+    let seq = b.eval(&format!(
+        "(() => {{ const td = {}.querySelector('td.seq');
+                  return {{ shown: getComputedStyle(td).display !== 'none', value: Number(td.dataset.value) }}; }})()",
+        row("orders")
+    ));
+    let server_seq = http(s.addr, "GET", "/topics/orders", None).json()["seq"].clone();
+    assert_eq!(seq["shown"], true, "{seq}");
+    let (page, server) = (seq["value"].as_f64(), server_seq.as_f64());
+    assert!(
+        page > Some(0.0) && page <= server,
+        "the page's last seq {page:?} must be a seq the server has assigned ({server:?})"
+    );
 
     // The charts have points: published and delivered move, nothing was dropped.
     let chart = |series: &str| {
