@@ -520,11 +520,15 @@ fn field_topic(out: &mut Vec<u8>, topic: Option<&str>) {
 }
 
 fn close(mut f: FrameBuilder, ts: &str) -> Bytes {
-    let out = f.payload();
+    field_ts(f.payload(), ts);
+    f.text()
+}
+
+/// `,"ts":…}`: the last field, and the end of the object.
+fn field_ts(out: &mut Vec<u8>, ts: &str) {
     out.extend_from_slice(b",\"ts\":\"");
     out.extend_from_slice(ts.as_bytes());
     out.extend_from_slice(b"\"}");
-    f.text()
 }
 
 /// `{"type":"event","topic":…,"seq":N,"message":{"id":…,"payload":…},"ts":…}`
@@ -585,11 +589,22 @@ pub enum Acked<'a> {
 
 /// `{"type":"ack","request_id":…,"topic":…,"status":"ok",…,"ts":…}`
 pub fn ack(request_id: Option<&str>, topic: Option<&str>, acked: Acked<'_>, ts: &str) -> Bytes {
-    let mut f = open(
-        "ack",
+    let mut f = FrameBuilder::with_capacity(
         128 + request_id.map_or(4, str::len) + topic.map_or(0, str::len),
     );
-    let out = f.payload();
+    ack_json(f.payload(), request_id, topic, acked, ts);
+    f.text()
+}
+
+/// Appends the JSON text of an [`ack`] to `out`.
+pub fn ack_json(
+    out: &mut Vec<u8>,
+    request_id: Option<&str>,
+    topic: Option<&str>,
+    acked: Acked<'_>,
+    ts: &str,
+) {
+    out.extend_from_slice(b"{\"type\":\"ack\"");
     field_request_id(out, request_id);
     field_topic(out, topic);
     out.extend_from_slice(b",\"status\":\"ok\"");
@@ -617,7 +632,7 @@ pub fn ack(request_id: Option<&str>, topic: Option<&str>, acked: Acked<'_>, ts: 
             }
         }
     }
-    close(f, ts)
+    field_ts(out, ts);
 }
 
 /// `{"type":"pong","request_id":…,"ts":…}`

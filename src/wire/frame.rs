@@ -117,6 +117,25 @@ impl FrameBuilder {
     }
 }
 
+/// Appends a final, unmasked text frame to `out`, its payload appended by
+/// `write`: built in place, without a buffer of its own.
+pub fn append_text(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    // Room for the header of a payload under 126 bytes, the usual answer.
+    const ROOM: usize = 2;
+    let start = out.len();
+    out.extend_from_slice(&[0; ROOM]);
+    write(out);
+    let len = out.len() - start - ROOM;
+    let n = header_len(len, false);
+    if n > ROOM {
+        // A longer payload: move it to make room for its longer header.
+        let end = out.len();
+        out.resize(end + n - ROOM, 0);
+        out.copy_within(start + ROOM..end, start + n);
+    }
+    write_header(&mut out[start..start + n], FIN | TEXT, len, None);
+}
+
 /// A final, unmasked text frame holding `text`.
 pub fn text_frame(text: &[u8]) -> Bytes {
     let mut frame = FrameBuilder::with_capacity(text.len());
@@ -274,6 +293,18 @@ mod tests {
             &[0x88, 6, 0x03, 0xF0, b's', b'l', b'o', b'w']
         );
         assert_eq!(&ping_frame()[..], &[0x89, 0]);
+    }
+
+    #[test]
+    fn frames_appended_in_place_are_the_frames_built_alone() {
+        let mut out = b"before".to_vec();
+        let mut want = out.clone();
+        for len in [0, 1, 125, 126, 127, 200, 65535, 65536, 70_000] {
+            let text = vec![b'x'; len];
+            append_text(&mut out, |o| o.extend_from_slice(&text));
+            want.extend_from_slice(&text_frame(&text));
+            assert_eq!(out, want, "{len}");
+        }
     }
 
     #[test]
