@@ -176,24 +176,32 @@ pub fn write_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4])
     out.extend_from_slice(&header(FIN | opcode, payload.len(), Some(mask)));
     let start = out.len();
     out.extend_from_slice(payload);
-    apply_mask(&mut out[start..], mask);
+    let _ = apply_mask(&mut out[start..], mask);
 }
 
 /// Masks or unmasks `payload` in place (the operation is its own inverse).
-pub fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
+/// Returns whether every byte it leaves is ASCII (below 0x80), which the
+/// server's reader uses to skip a second pass of UTF-8 validation.
+pub fn apply_mask(payload: &mut [u8], mask: [u8; 4]) -> bool {
     // Eight bytes at a time (the server unmasks every client frame): in
     // memory order, so the word's bytes meet the mask's bytes in turn.
     let m = u64::from(u32::from_ne_bytes(mask));
     let wide = m | m << 32;
+    // The bits of every byte left, OR-ed together.
+    let mut seen = 0;
     let mut words = payload.chunks_exact_mut(8);
     for word in &mut words {
         let mut w = [0; 8];
         w.copy_from_slice(word);
-        word.copy_from_slice(&(u64::from_ne_bytes(w) ^ wide).to_ne_bytes());
+        let unmasked = u64::from_ne_bytes(w) ^ wide;
+        seen |= unmasked;
+        word.copy_from_slice(&unmasked.to_ne_bytes());
     }
     for (i, b) in words.into_remainder().iter_mut().enumerate() {
         *b ^= mask[i & 3];
+        seen |= u64::from(*b);
     }
+    seen & 0x8080_8080_8080_8080 == 0
 }
 
 // ---- parsing either kind ----
