@@ -61,6 +61,9 @@ pub enum Flush {
 /// of small event frames per system call.
 const MAX_IOV: usize = 256;
 
+/// The first capacity of a run of written control frames.
+const WRITTEN_RUN: usize = 4096;
+
 #[derive(Debug, Default)]
 pub struct Outbound {
     queue: VecDeque<Chunk>,
@@ -94,7 +97,10 @@ impl Outbound {
     /// none).
     pub fn write(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
         if !matches!(self.queue.back(), Some(Chunk::Written(_))) {
-            self.queue.push_back(Chunk::Written(Vec::new()));
+            // Room for dozens of acks before it grows (measured: ~30 fewer
+            // instructions per publish at 1 → 1 than growing from empty).
+            self.queue
+                .push_back(Chunk::Written(Vec::with_capacity(WRITTEN_RUN)));
         }
         if let Some(Chunk::Written(buf)) = self.queue.back_mut() {
             let before = buf.len();
