@@ -18,13 +18,74 @@ use super::{Incoming, MAX_PAYLOAD_DEPTH, Request, echoable, valid_topic};
 
 /// A publish, parsed; `None` when the typed parse must decide.
 pub(super) fn publish(text: &str) -> Option<Incoming<'_>> {
-    if !plain(text.as_bytes()) {
+    let b = text.as_bytes();
+    if !plain(b) {
         return None;
     }
-    let mut s = Scan {
-        b: text.as_bytes(),
-        i: 0,
+    let fields = compact(b).or_else(|| members(b))?;
+    // Strings were checked to hold no escape: their text is between the quotes.
+    let unquote = |(start, end): Span| &text[start + 1..end - 1];
+    let topic = unquote(fields.topic);
+    let request_id = fields.request_id.map(|(start, end)| &text[start..end]);
+    if !valid_topic(topic) || !request_id.is_none_or(echoable) {
+        return None;
+    }
+    let id = unquote(fields.id);
+    if uuid::Uuid::try_parse(id).is_err() {
+        return None;
+    }
+    let (payload_start, payload_end) = fields.payload;
+    let payload = raw_value(&text[payload_start..payload_end])?;
+    Some(Incoming {
+        request_id,
+        topic: Some(topic),
+        request: Ok(Request::Publish {
+            topic: Cow::Borrowed(topic),
+            id: Cow::Borrowed(id),
+            payload,
+        }),
+    })
+}
+
+/// Where a publish's fields are in its text, their JSON types checked.
+struct Fields {
+    topic: Span,
+    request_id: Option<Span>,
+    id: Span,
+    payload: Span,
+}
+
+/// A publish as most clients write it: compact, in the protocol's order,
+/// `request_id` last if at all —
+/// `{"type":"publish","topic":…,"message":{"id":…,"payload":…},"request_id":…}` —
+/// taken by comparing its fixed parts (measured: ~620 fewer instructions per
+/// publish than [`members`]). Anything else is left to [`members`].
+fn compact(b: &[u8]) -> Option<Fields> {
+    let mut s = Scan { b, i: 0 };
+    s.literal(br#"{"type":"publish","topic":"#)?;
+    let topic = s.spanned(Scan::string)?;
+    s.literal(br#","message":{"id":"#)?;
+    let id = s.spanned(Scan::string)?;
+    s.literal(br#","payload":"#)?;
+    let payload = s.spanned(Scan::value)?;
+    s.literal(b"}")?;
+    let request_id = match s.literal(br#","request_id":"#) {
+        Some(()) => Some(s.spanned(Scan::request_id)?),
+        None => None,
     };
+    s.literal(b"}")?;
+    (s.i == b.len()).then_some(Fields {
+        topic,
+        request_id,
+        id,
+        payload,
+    })
+}
+
+/// A publish written any way JSON allows (whitespace, members in any order),
+/// member by member.
+fn members(b: &[u8]) -> Option<Fields> {
+    let mut s = Scan { b, i: 0 };
     let (mut kind, mut topic, mut request_id, mut message) = (None, None, None, None);
     s.ws();
     s.eat(b'{')?;
@@ -45,10 +106,7 @@ pub(super) fn publish(text: &str) -> Option<Incoming<'_>> {
                 }
             }
             b"request_id" => {
-                match s.peek()? {
-                    b'"' => drop(s.string()?),
-                    _ => s.number()?,
-                }
+                s.request_id()?;
                 &mut request_id
             }
             b"message" if message.is_none() => {
@@ -71,33 +129,16 @@ pub(super) fn publish(text: &str) -> Option<Incoming<'_>> {
         }
     }
     s.ws();
-    if s.i != s.b.len() {
+    let (start, end) = kind?;
+    if s.i != b.len() || &b[start..end] != br#""publish""# {
         return None;
     }
-    // Strings were checked to hold no escape: their text is between the quotes.
-    let unquote = |(start, end): (usize, usize)| &text[start + 1..end - 1];
-    if unquote(kind?) != "publish" {
-        return None;
-    }
-    let topic = unquote(topic?);
-    let request_id = request_id.map(|(start, end)| &text[start..end]);
-    if !valid_topic(topic) || !request_id.is_none_or(echoable) {
-        return None;
-    }
-    let (id, (payload_start, payload_end)) = message?;
-    let id = unquote(id);
-    if uuid::Uuid::try_parse(id).is_err() {
-        return None;
-    }
-    let payload = raw_value(&text[payload_start..payload_end])?;
-    Some(Incoming {
+    let (id, payload) = message?;
+    Some(Fields {
+        topic: topic?,
         request_id,
-        topic: Some(topic),
-        request: Ok(Request::Publish {
-            topic: Cow::Borrowed(topic),
-            id: Cow::Borrowed(id),
-            payload,
-        }),
+        id,
+        payload,
     })
 }
 
@@ -113,6 +154,31 @@ impl<'a> Scan<'a> {
     #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
+    }
+
+    /// `literal`, exactly.
+    #[inline(always)]
+    fn literal(&mut self, literal: &[u8]) -> Option<()> {
+        self.b
+            .get(self.i..)?
+            .starts_with(literal)
+            .then(|| self.i += literal.len())
+    }
+
+    /// Where the value that `scan` reads lies.
+    #[inline(always)]
+    fn spanned<T>(&mut self, scan: impl FnOnce(&mut Self) -> Option<T>) -> Option<Span> {
+        let start = self.i;
+        scan(self)?;
+        Some((start, self.i))
+    }
+
+    /// A `request_id`: a string or a number (echoed only when [`echoable`]).
+    fn request_id(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            _ => self.number(),
+        }
     }
 
     #[inline(always)]
@@ -604,6 +670,67 @@ mod tests {
         for text in &taken {
             assert!(fast(text).is_none(), "{text}");
             assert!(parse_typed(text).request.is_ok(), "{text}");
+        }
+    }
+
+    /// The compact form is taken by comparing fixed parts; every other
+    /// layout by the member-by-member scan, which must agree with it.
+    #[test]
+    fn compact_publishes_are_taken_as_the_member_scan_takes_them() {
+        let fields = |f: Option<Fields>| f.map(|f| (f.topic, f.request_id, f.id, f.payload));
+        let compact_ones = [
+            publish_of("1"),
+            publish_of(r#"{"a":[1,{"b":"c"}],"d":null}"#),
+            publish_of("[ 1 , {} , { } ]"),
+            publish_of("1").replacen("}}", r#"},"request_id":"r-1"}"#, 1),
+            publish_of("1").replacen("}}", r#"},"request_id":-1.5e3}"#, 1),
+        ];
+        for text in &compact_ones {
+            let b = text.as_bytes();
+            assert!(compact(b).is_some(), "{text}");
+            assert_eq!(fields(compact(b)), fields(members(b)), "{text}");
+            assert!(fast(text).is_some(), "{text}");
+        }
+        let other_layouts = [
+            publish_of("1")
+                .replace(r#""type":"publish","#, "")
+                .replacen('{', r#"{"type":"publish","#, 1)
+                .replace(r#""topic":"t","#, "")
+                .replacen('{', r#"{"topic":"t","#, 1),
+            publish_of("1").replace(':', ": "),
+            publish_of("[1] "),
+            format!(" {}", publish_of("1")),
+            format!("{} ", publish_of("1")),
+            publish_of("1").replacen(r#""topic""#, r#""request_id":1,"topic""#, 1),
+            format!(r#"{{"type":"publish","topic":"t","message":{{"payload":1,"id":"{UUID}"}}}}"#),
+        ];
+        for text in &other_layouts {
+            let b = text.as_bytes();
+            assert!(compact(b).is_none(), "{text}");
+            assert!(members(b).is_some(), "{text}");
+            assert!(fast(text).is_some(), "{text}");
+        }
+        // Defects the compact form must not take (and the member scan refuses too).
+        let defects = [
+            publish_of("1").replacen("}}", r#"},"request_id":1,"request_id":2}"#, 1),
+            publish_of("1").replacen("}}", r#"},"request_id":null}"#, 1),
+            publish_of("1").replacen("}}", r#"},"request_id":{}}"#, 1),
+            publish_of("1").replacen("}}", r#"},"request_id":"r""#, 1),
+            publish_of("1").replacen("}}", "},}", 1),
+            publish_of("1").replacen("}}", "}", 1),
+            format!("{}}}", publish_of("1")),
+            format!("{},", publish_of("1")),
+            publish_of("1").replace(r#""publish""#, r#""publishx""#),
+            publish_of("1").replace(r#""payload":1"#, r#""payload":1,"payload":2"#),
+            publish_of("1").replace(r#""payload":1"#, r#""payload":1,"x":2"#),
+            publish_of("[1"),
+            publish_of("{"),
+            publish_of(""),
+        ];
+        for text in &defects {
+            let b = text.as_bytes();
+            assert!(compact(b).is_none(), "{text}");
+            assert!(fast(text).is_none(), "{text}");
         }
     }
 
