@@ -535,7 +535,7 @@ fn field_ts(out: &mut Vec<u8>, ts: &str) {
 ///
 /// `id` must be a validated UUID: its characters need no escaping.
 pub fn event(topic: &str, seq: u64, id: &str, payload: &RawValue, ts: &str) -> Bytes {
-    let mut f = FrameBuilder::with_capacity(160 + topic.len() + id.len() + payload.get().len());
+    let mut f = FrameBuilder::recycled(160 + topic.len() + id.len() + payload.get().len());
     let out = f.payload();
     event_head(out, topic);
     push_u64(out, seq);

@@ -90,13 +90,23 @@ const HEADER_ROOM: usize = 10;
 /// after reserved header room, and the header is filled in at the end.
 pub struct FrameBuilder {
     buf: Vec<u8>,
+    /// Whether the buffer is a spare, and goes back to the spares after use.
+    recycled: bool,
 }
 
 impl FrameBuilder {
     pub fn with_capacity(payload: usize) -> Self {
-        let mut buf = Vec::with_capacity(HEADER_ROOM + payload);
+        Self::in_buffer(Vec::with_capacity(HEADER_ROOM + payload), false)
+    }
+
+    /// A builder in a spare buffer ([`super::recycle`]), for an event frame.
+    pub fn recycled(payload: usize) -> Self {
+        Self::in_buffer(super::recycle::buffer(HEADER_ROOM + payload), true)
+    }
+
+    fn in_buffer(mut buf: Vec<u8>, recycled: bool) -> Self {
         buf.extend_from_slice(&[0; HEADER_ROOM]);
-        FrameBuilder { buf }
+        FrameBuilder { buf, recycled }
     }
 
     /// The payload written so far; append JSON to it.
@@ -113,7 +123,12 @@ impl FrameBuilder {
         let len = self.buf.len() - HEADER_ROOM;
         let start = HEADER_ROOM - header_len(len, false);
         write_header(&mut self.buf[start..HEADER_ROOM], first, len, None);
-        Bytes::from(self.buf).slice(start..)
+        let frame = if self.recycled {
+            super::recycle::share(self.buf)
+        } else {
+            Bytes::from(self.buf)
+        };
+        frame.slice(start..)
     }
 }
 

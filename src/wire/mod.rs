@@ -3,6 +3,7 @@
 
 pub mod decoder;
 pub mod frame;
+pub mod recycle;
 pub mod response;
 
 /// Appends the decimal digits of `n`, two at a time (measured: ~50 fewer
