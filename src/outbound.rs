@@ -25,8 +25,9 @@ enum Chunk {
     /// A frame of its own, or one shared with other queues (an event).
     Frame(Bytes, Kind),
     /// Control frames written straight into the queue, back to back: a run of
-    /// answers shares one buffer instead of one allocation each (measured:
-    /// ~750 fewer instructions per publish for its ack, `scripts/callgrind.sh`).
+    /// answers shares one buffer instead of one allocation each, and the
+    /// buffer is kept for the next run (measured: ~1 070 fewer instructions
+    /// per publish for its ack at 1 → 1, `scripts/callgrind.sh`).
     Written(Vec<u8>),
 }
 
@@ -102,8 +103,10 @@ impl Outbound {
             let before = buf.len();
             write(buf);
             self.len += buf.len() - before;
-            if buf.is_empty() {
-                self.queue.pop_back();
+            if buf.is_empty()
+                && let Some(Chunk::Written(buf)) = self.queue.pop_back()
+            {
+                recycle::run_done(buf);
             }
         }
     }
