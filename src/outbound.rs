@@ -7,6 +7,8 @@ use std::io::{self, IoSlice, Write};
 
 use bytes::Bytes;
 
+use crate::wire::recycle;
+
 // Where the server's loop has always found them.
 
 /// Whether queued bytes may be dropped by the `drop-oldest` policy.
@@ -19,9 +21,30 @@ pub enum Kind {
 }
 
 #[derive(Debug)]
-struct Chunk {
-    bytes: Bytes,
-    kind: Kind,
+enum Chunk {
+    /// A frame of its own, or one shared with other queues (an event).
+    Frame(Bytes, Kind),
+    /// Control frames written straight into the queue, back to back: a run of
+    /// answers shares one buffer instead of one allocation each, and the
+    /// buffer is kept for the next run (measured: ~1 070 fewer instructions
+    /// per publish for its ack at 1 → 1, `scripts/callgrind.sh`).
+    Written(Vec<u8>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Frame(bytes, _) => bytes,
+            Chunk::Written(buf) => buf,
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Chunk::Frame(_, kind) => *kind,
+            Chunk::Written(_) => Kind::Control,
+        }
+    }
 }
 
 /// The outcome of one flush attempt.
@@ -66,7 +89,26 @@ impl Outbound {
             return;
         }
         self.len += bytes.len();
-        self.queue.push_back(Chunk { bytes, kind });
+        self.queue.push_back(Chunk::Frame(bytes, kind));
+    }
+
+    /// Queues control bytes that `write` appends, in the buffer of the run of
+    /// written control frames at the back of the queue (a new run if there is
+    /// none).
+    pub fn write(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        if !matches!(self.queue.back(), Some(Chunk::Written(_))) {
+            self.queue.push_back(Chunk::Written(recycle::run()));
+        }
+        if let Some(Chunk::Written(buf)) = self.queue.back_mut() {
+            let before = buf.len();
+            write(buf);
+            self.len += buf.len() - before;
+            if buf.is_empty()
+                && let Some(Chunk::Written(buf)) = self.queue.pop_back()
+            {
+                recycle::run_done(buf);
+            }
+        }
     }
 
     /// Drops the oldest events that have not started to go out until `incoming`
@@ -77,9 +119,9 @@ impl Outbound {
         // The front chunk has started to go out when offset > 0: never cut a frame.
         let mut i = usize::from(self.offset > 0);
         while self.len + incoming > limit && i < self.queue.len() {
-            if self.queue[i].kind == Kind::Event {
+            if self.queue[i].kind() == Kind::Event {
                 if let Some(chunk) = self.queue.remove(i) {
-                    self.len -= chunk.bytes.len();
+                    self.len -= chunk.bytes().len();
                     dropped += 1;
                 }
             } else {
@@ -101,7 +143,7 @@ impl Outbound {
             let mut n = 0;
             for (i, chunk) in self.queue.iter().take(MAX_IOV).enumerate() {
                 let start = if i == 0 { self.offset } else { 0 };
-                slices[n] = IoSlice::new(&chunk.bytes[start..]);
+                slices[n] = IoSlice::new(&chunk.bytes()[start..]);
                 n += 1;
             }
             match sink.write_vectored(&slices[..n]) {
@@ -125,11 +167,13 @@ impl Outbound {
             let Some(front) = self.queue.front() else {
                 break;
             };
-            let left = front.bytes.len() - self.offset;
+            let left = front.bytes().len() - self.offset;
             if written >= left {
                 written -= left;
                 self.offset = 0;
-                self.queue.pop_front();
+                if let Some(Chunk::Written(buf)) = self.queue.pop_front() {
+                    recycle::run_done(buf);
+                }
             } else {
                 self.offset += written;
                 written = 0;
@@ -188,6 +232,37 @@ mod tests {
         sink.room = 100;
         assert_eq!(out.flush_to(&mut sink, usize::MAX), Flush::Drained);
         assert_eq!(sink.got, b"hello world");
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn written_control_runs_share_a_buffer_and_keep_their_place() {
+        let mut out = Outbound::default();
+        out.write(|o| o.extend_from_slice(b"ack1 "));
+        out.write(|o| o.extend_from_slice(b"ack2 "));
+        out.push(Bytes::from_static(b"event "), Kind::Event);
+        out.write(|o| o.extend_from_slice(b"ack3 "));
+        out.write(|_| {});
+        assert_eq!(
+            out.queue.len(),
+            3,
+            "two runs of written answers around the event"
+        );
+        assert_eq!(out.len(), 21);
+        let mut sink = Sink {
+            room: 7,
+            got: Vec::new(),
+        };
+        assert_eq!(out.flush_to(&mut sink, usize::MAX), Flush::Pending);
+        // Appended to the last run of answers, behind the event.
+        out.write(|o| o.extend_from_slice(b"late "));
+        assert_eq!(out.queue.len(), 3);
+        out.push(Bytes::from_static(b"event2"), Kind::Event);
+        // drop-oldest takes the events, never the answers.
+        assert_eq!(out.drop_oldest_events(0, 0), 2);
+        sink.room = 100;
+        assert_eq!(out.flush_to(&mut sink, usize::MAX), Flush::Drained);
+        assert_eq!(sink.got, b"ack1 ack2 ack3 late ");
         assert!(out.is_empty());
     }
 

@@ -1015,6 +1015,63 @@ fn check_http(input: &[u8], parsed: &Parsed, expect: Option<&HttpExpect>) {
 
 // ---- the parsers, called directly ----
 
+/// A publish in the layout most clients write and the fast path compares
+/// by its fixed parts — compact, `{"type":"publish","topic":…,"message":{"id":…,
+/// "payload":…}}`, `request_id` last if at all — with every kind of payload the
+/// generators make (too deep and lone surrogates among them), and byte-level
+/// mutations of it: the fast path must answer as the typed parse does.
+#[test]
+fn compact_publishes_are_parsed_as_the_typed_parse_does() {
+    let Settings { seed, cases } = settings();
+    let _replay = Replay(seed);
+    let mut rng = Rng::new(seed ^ 0xC0DE);
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    for _ in 0..cases {
+        let payload = match rng.below(10) {
+            0 => {
+                let depth = 65 + rng.below(10);
+                nested(&mut rng, depth)
+            }
+            1 => rng
+                .pick(&["\"\\ud800\"", "[\"\\ud83d\\u0041\"]", "{\"k\":\"\\uDBFF\"}"])
+                .to_string(),
+            _ => payload_any(&mut rng),
+        };
+        let topic = topic_name(&mut rng);
+        let id = uuid_of(&mut rng);
+        let mut text = format!(
+            r#"{{"type":"publish","topic":"{topic}","message":{{"id":"{id}","payload":{payload}}}"#
+        );
+        if rng.chance(50) {
+            let rid = match rng.below(3) {
+                0 => rng.below(100_000).to_string(),
+                1 => json_string(&mut rng),
+                _ => format!("\"r{}\"", rng.below(1000)),
+            };
+            text.push_str(&format!(r#","request_id":{rid}"#));
+        }
+        text.push('}');
+        if rng.chance(30) {
+            let (other, _) = client_message(&mut rng);
+            let bytes = mutate(&mut rng, text.as_bytes(), other.as_bytes());
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        let parsed = pubsubd::protocol::parse(&text);
+        assert_eq!(
+            format!("{parsed:?}"),
+            format!("{:?}", pubsubd::protocol::parse_typed(&text)),
+            "the fast path disagrees: {text:?}"
+        );
+        check_invariants(&text, &parsed);
+        match parsed.request {
+            Ok(_) => accepted += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    println!("compact publishes: {accepted} accepted, {refused} refused");
+    assert!(accepted > cases / 3 && refused > cases / 10);
+}
+
 #[test]
 fn the_message_parser_answers_generated_messages_as_the_protocol_says() {
     let Settings { seed, cases } = settings();

@@ -62,6 +62,13 @@ impl std::fmt::Display for ConnId {
 pub trait Effects {
     /// Queues a frame that is never dropped (an answer, a notice) on `to`, if it is still open.
     fn send(&mut self, to: ConnId, frame: Bytes);
+    /// Queues, like [`Effects::send`], a text frame whose JSON `write`
+    /// appends: the loop writes it straight into the connection's queue.
+    fn send_json(&mut self, to: ConnId, write: impl FnOnce(&mut Vec<u8>)) {
+        let mut frame = crate::wire::frame::FrameBuilder::with_capacity(128);
+        write(frame.payload());
+        self.send(to, frame.text());
+    }
     /// The outbound queue of `to` if it is an open WebSocket that takes events.
     fn outbox(&mut self, to: ConnId) -> Option<&mut Outbound>;
     /// Lets the peer take what it will of `to`'s queue now, before the
@@ -222,7 +229,9 @@ impl Core {
                 self.counters.published += 1;
                 // The ack goes first, so a publisher subscribed to its topic sees it before the event.
                 let acked = Acked::Published { seq: t.seq };
-                fx.send(conn, protocol::ack(rid, Some(&topic), acked, ts));
+                fx.send_json(conn, |out| {
+                    protocol::ack_json(out, rid, Some(&topic), acked, ts);
+                });
                 let tally = flow::offer_all(t.subscribers(), &frame, self.flow, ts, fx);
                 self.settle(&topic, tally);
             }

@@ -175,6 +175,13 @@ impl Effects for Peers {
         }
     }
 
+    fn send_json(&mut self, to: ConnId, write: impl FnOnce(&mut Vec<u8>)) {
+        if let Some(p) = self.open(to) {
+            p.out
+                .write(|out| crate::wire::frame::append_text(out, write));
+        }
+    }
+
     fn outbox(&mut self, to: ConnId) -> Option<&mut Outbound> {
         self.open(to).map(|p| &mut p.out)
     }

@@ -183,6 +183,13 @@ impl Effects for Net {
         }
     }
 
+    fn send_json(&mut self, to: ConnId, write: impl FnOnce(&mut Vec<u8>)) {
+        if let Some(conn) = self.live(to) {
+            conn.outbound.write(|out| frame::append_text(out, write));
+            self.queue_flush(to.key());
+        }
+    }
+
     fn outbox(&mut self, to: ConnId) -> Option<&mut Outbound> {
         let conn = self
             .conns

@@ -91,7 +91,7 @@ impl Decoder {
             return Err(Violation::Protocol);
         }
         let payload = &mut buf[f.payload];
-        frame::apply_mask(payload, mask);
+        let ascii = frame::apply_mask(payload, mask);
         let payload = &*payload;
         let message = match f.opcode {
             frame::CLOSE | frame::PING | frame::PONG if !f.fin || payload.len() > 125 => {
@@ -137,14 +137,24 @@ impl Decoder {
                 self.partial = Some(partial);
                 None
             }
-            frame::TEXT => Some(Message::Text(
-                std::str::from_utf8(payload).map_err(|_| Violation::Utf8)?,
-            )),
+            frame::TEXT => Some(Message::Text(text(payload, ascii)?)),
             frame::BINARY => Some(Message::Binary),
             _ => return Err(Violation::Protocol),
         };
         Ok(Some((message, used)))
     }
+}
+
+/// A text frame's payload as text; `ascii` when unmasking found every byte
+/// below 0x80 (measured: ~200 fewer instructions per publish at 1 → 1 than
+/// validating the bench's 230-byte publish again).
+fn text(payload: &[u8], ascii: bool) -> Result<&str, Violation> {
+    if ascii {
+        debug_assert!(payload.is_ascii());
+        // SAFETY: ASCII is valid UTF-8, and `apply_mask` saw every byte below 0x80.
+        return Ok(unsafe { std::str::from_utf8_unchecked(payload) });
+    }
+    std::str::from_utf8(payload).map_err(|_| Violation::Utf8)
 }
 
 /// A close frame's code and reason.
@@ -277,6 +287,48 @@ mod tests {
         ];
         for (bytes, want) in cases {
             assert_eq!(read_all(&bytes), Err(want), "{bytes:x?}");
+        }
+    }
+
+    /// Whole text frames skip UTF-8 validation when unmasking saw only
+    /// ASCII: a byte of 0x80 or more anywhere, in the eight-byte steps or the
+    /// tail, still gets the frame validated (and refused when invalid).
+    #[test]
+    fn non_ascii_anywhere_in_a_text_frame_is_validated() {
+        for len in 1..40 {
+            for at in 0..len {
+                let mut text = vec![b'a'; len];
+                text[at] = 0xff;
+                assert_eq!(read_all(&masked(0x81, &text)), Err(Violation::Utf8));
+                text[at] = 0x80;
+                assert_eq!(read_all(&masked(0x81, &text)), Err(Violation::Utf8));
+                // Valid: a two-byte character.
+                let mut text = vec![b'a'; len + 1];
+                text[at..at + 2].copy_from_slice("é".as_bytes());
+                let want = format!("{:?}", Message::Text(std::str::from_utf8(&text).unwrap()));
+                assert_eq!(read_all(&masked(0x81, &text)), Ok(vec![want]));
+            }
+            let text = vec![b'\x7f'; len];
+            assert!(read_all(&masked(0x81, &text)).is_ok());
+        }
+    }
+
+    #[test]
+    fn unmasking_tells_whether_every_byte_is_ascii() {
+        for len in 0..40 {
+            let mut bytes = vec![0x7f; len];
+            assert!(frame::apply_mask(&mut bytes, [0; 4]));
+            for at in 0..len {
+                let mut bytes = vec![0x7f; len];
+                bytes[at] = 0x80;
+                assert!(!frame::apply_mask(&mut bytes, [0; 4]), "{len} {at}");
+            }
+            // Masked: the bytes after unmasking are what counts.
+            let mask = [0x80, 0, 0x80, 0];
+            let mut bytes = vec![b'a'; len];
+            frame::apply_mask(&mut bytes, mask);
+            assert!(frame::apply_mask(&mut bytes, mask));
+            assert_eq!(bytes, vec![b'a'; len]);
         }
     }
 

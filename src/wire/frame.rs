@@ -90,13 +90,23 @@ const HEADER_ROOM: usize = 10;
 /// after reserved header room, and the header is filled in at the end.
 pub struct FrameBuilder {
     buf: Vec<u8>,
+    /// Whether the buffer is a spare, and goes back to the spares after use.
+    recycled: bool,
 }
 
 impl FrameBuilder {
     pub fn with_capacity(payload: usize) -> Self {
-        let mut buf = Vec::with_capacity(HEADER_ROOM + payload);
+        Self::in_buffer(Vec::with_capacity(HEADER_ROOM + payload), false)
+    }
+
+    /// A builder in a spare buffer ([`super::recycle`]), for an event frame.
+    pub fn recycled(payload: usize) -> Self {
+        Self::in_buffer(super::recycle::buffer(HEADER_ROOM + payload), true)
+    }
+
+    fn in_buffer(mut buf: Vec<u8>, recycled: bool) -> Self {
         buf.extend_from_slice(&[0; HEADER_ROOM]);
-        FrameBuilder { buf }
+        FrameBuilder { buf, recycled }
     }
 
     /// The payload written so far; append JSON to it.
@@ -113,8 +123,32 @@ impl FrameBuilder {
         let len = self.buf.len() - HEADER_ROOM;
         let start = HEADER_ROOM - header_len(len, false);
         write_header(&mut self.buf[start..HEADER_ROOM], first, len, None);
-        Bytes::from(self.buf).slice(start..)
+        let frame = if self.recycled {
+            super::recycle::share(self.buf)
+        } else {
+            Bytes::from(self.buf)
+        };
+        frame.slice(start..)
     }
+}
+
+/// Appends a final, unmasked text frame to `out`, its payload appended by
+/// `write`: built in place, without a buffer of its own.
+pub fn append_text(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    // Room for the header of a payload under 126 bytes, the usual answer.
+    const ROOM: usize = 2;
+    let start = out.len();
+    out.extend_from_slice(&[0; ROOM]);
+    write(out);
+    let len = out.len() - start - ROOM;
+    let n = header_len(len, false);
+    if n > ROOM {
+        // A longer payload: move it to make room for its longer header.
+        let end = out.len();
+        out.resize(end + n - ROOM, 0);
+        out.copy_within(start + ROOM..end, start + n);
+    }
+    write_header(&mut out[start..start + n], FIN | TEXT, len, None);
 }
 
 /// A final, unmasked text frame holding `text`.
@@ -157,24 +191,32 @@ pub fn write_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4])
     out.extend_from_slice(&header(FIN | opcode, payload.len(), Some(mask)));
     let start = out.len();
     out.extend_from_slice(payload);
-    apply_mask(&mut out[start..], mask);
+    let _ = apply_mask(&mut out[start..], mask);
 }
 
 /// Masks or unmasks `payload` in place (the operation is its own inverse).
-pub fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
+/// Returns whether every byte it leaves is ASCII (below 0x80), which the
+/// server's reader uses to skip a second pass of UTF-8 validation.
+pub fn apply_mask(payload: &mut [u8], mask: [u8; 4]) -> bool {
     // Eight bytes at a time (the server unmasks every client frame): in
     // memory order, so the word's bytes meet the mask's bytes in turn.
     let m = u64::from(u32::from_ne_bytes(mask));
     let wide = m | m << 32;
+    // The bits of every byte left, OR-ed together.
+    let mut seen = 0;
     let mut words = payload.chunks_exact_mut(8);
     for word in &mut words {
         let mut w = [0; 8];
         w.copy_from_slice(word);
-        word.copy_from_slice(&(u64::from_ne_bytes(w) ^ wide).to_ne_bytes());
+        let unmasked = u64::from_ne_bytes(w) ^ wide;
+        seen |= unmasked;
+        word.copy_from_slice(&unmasked.to_ne_bytes());
     }
     for (i, b) in words.into_remainder().iter_mut().enumerate() {
         *b ^= mask[i & 3];
+        seen |= u64::from(*b);
     }
+    seen & 0x8080_8080_8080_8080 == 0
 }
 
 // ---- parsing either kind ----
@@ -274,6 +316,18 @@ mod tests {
             &[0x88, 6, 0x03, 0xF0, b's', b'l', b'o', b'w']
         );
         assert_eq!(&ping_frame()[..], &[0x89, 0]);
+    }
+
+    #[test]
+    fn frames_appended_in_place_are_the_frames_built_alone() {
+        let mut out = b"before".to_vec();
+        let mut want = out.clone();
+        for len in [0, 1, 125, 126, 127, 200, 65535, 65536, 70_000] {
+            let text = vec![b'x'; len];
+            append_text(&mut out, |o| o.extend_from_slice(&text));
+            want.extend_from_slice(&text_frame(&text));
+            assert_eq!(out, want, "{len}");
+        }
     }
 
     #[test]
