@@ -22,6 +22,7 @@ pub mod engine;
 pub mod flags;
 pub mod http;
 pub mod io;
+pub mod logger;
 mod metrics;
 pub mod outbound;
 pub mod protocol;

@@ -35,14 +35,7 @@ fn serve(args: Vec<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _ = simplelog::TermLogger::init(
-        config.log_level,
-        simplelog::ConfigBuilder::new()
-            .set_time_format_rfc3339()
-            .build(),
-        simplelog::TerminalMode::Stderr,
-        simplelog::ColorChoice::Never,
-    );
+    pubsubd::logger::init(config.log_level);
     for warning in Config::environment_warnings(|k| std::env::var(k).ok()) {
         log::warn!("{warning}");
     }
