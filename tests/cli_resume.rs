@@ -7,14 +7,13 @@ mod common;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+
 use std::time::Duration;
 
-use common::extra::{assert_exactly_once, publish_numbered};
-use common::{CHILD_TIMEOUT, ServerProcess, Ws, binary, create_topic, http, run, start_with, uuid};
+use common::extra::{Publisher, assert_exactly_once, publish_numbered};
+use common::{CHILD_TIMEOUT, ServerProcess, Ws, binary, create_topic, http, run, start_with};
 use serde_json::{Value, json};
 
 /// Lines of a child's pipe, on a channel.
@@ -196,56 +195,6 @@ impl Proxy {
     }
 }
 
-/// Publishes `{"n":k}` on its own connection, about 5 000 a second, until stopped.
-struct Publisher {
-    stop: Arc<AtomicBool>,
-    published: Arc<AtomicU64>,
-    thread: Option<JoinHandle<u64>>,
-}
-
-impl Publisher {
-    fn start(addr: SocketAddr, topic: &'static str, cap: u64) -> Publisher {
-        let stop = Arc::new(AtomicBool::new(false));
-        let published = Arc::new(AtomicU64::new(0));
-        let (stop_flag, count) = (stop.clone(), published.clone());
-        let thread = std::thread::spawn(move || {
-            let mut ws = Ws::connect(addr);
-            let mut n = 0;
-            while n < cap && !stop_flag.load(Ordering::Relaxed) {
-                n += 1;
-                ws.send(json!({"type":"publish","topic":topic,"message":{"id":uuid(),"payload":{"n":n}}}));
-                let ack = ws.recv_skip_heartbeat();
-                assert_eq!(
-                    (ack["type"].as_str(), ack["seq"].as_u64()),
-                    (Some("ack"), Some(n)),
-                    "{ack}"
-                );
-                count.store(n, Ordering::Release);
-                // A steady stream, so that it goes on through every reconnect.
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            n
-        });
-        Publisher {
-            stop,
-            published,
-            thread: Some(thread),
-        }
-    }
-
-    fn published(&self) -> u64 {
-        self.published.load(Ordering::Acquire)
-    }
-
-    fn finish(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .map(|t| t.join().expect("publisher"))
-            .unwrap_or(0)
-    }
-}
-
 #[test]
 fn sub_follow_resumes_after_a_cut_connection_without_loss() {
     let server = start_with(|c| c.history = 50_000);
@@ -254,7 +203,8 @@ fn sub_follow_resumes_after_a_cut_connection_without_loss() {
     let sub = Sub::spawn(&format!("http://{}", proxy.addr), &["feed", "--follow"]);
     let epoch = epoch_of(server.addr, "feed");
     assert!(sub.note("subscribed to 'feed' at seq 0").contains(&epoch));
-    let publisher = Publisher::start(server.addr, "feed", 50_000);
+    // A steady stream, so that it goes on through every reconnect.
+    let publisher = Publisher::start(server.addr, "feed", 50_000, Duration::from_micros(200));
 
     let mut seen = Vec::new();
     let read_until = |seq: u64, seen: &mut Vec<u64>| {

@@ -5,13 +5,11 @@
 
 mod common;
 
-use std::net::{Shutdown, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::net::Shutdown;
+use std::time::Duration;
 
-use common::extra::{assert_exactly_once, publish_numbered};
-use common::{Ws, create_topic, http, start, start_with, uuid};
+use common::extra::{Publisher, assert_exactly_once, publish_numbered};
+use common::{Ws, create_topic, http, start, start_with};
 use serde_json::{Value, json};
 
 fn subscribe_since(
@@ -358,59 +356,6 @@ fn topic_detail_and_list_show_seq_epoch_and_history_over_rest() {
     assert_eq!(http(server.addr, "GET", "/topics/a:b", None).status, 404);
 }
 
-/// A publisher on its own connection, publishing `{"n":k}` as fast as its acks
-/// come back until told to stop (or `cap` events); checks every ack's seq.
-struct Publisher {
-    stop: Arc<AtomicBool>,
-    published: Arc<AtomicU64>,
-    thread: Option<JoinHandle<u64>>,
-}
-
-impl Publisher {
-    fn start(addr: SocketAddr, topic: &'static str, cap: u64) -> Publisher {
-        let stop = Arc::new(AtomicBool::new(false));
-        let published = Arc::new(AtomicU64::new(0));
-        let (stop_flag, count) = (stop.clone(), published.clone());
-        let thread = std::thread::spawn(move || {
-            let mut ws = Ws::connect(addr);
-            let mut n = 0;
-            while n < cap && !stop_flag.load(Ordering::Relaxed) {
-                n += 1;
-                ws.send(json!({"type":"publish","topic":topic,"message":{"id":uuid(),"payload":{"n":n}},"request_id":n}));
-                let ack = ws.recv_skip_heartbeat();
-                assert_eq!(
-                    (ack["type"].as_str(), ack["seq"].as_u64()),
-                    (Some("ack"), Some(n)),
-                    "{ack}"
-                );
-                count.store(n, Ordering::Release);
-            }
-            n
-        });
-        Publisher {
-            stop,
-            published,
-            thread: Some(thread),
-        }
-    }
-
-    /// Waits until at least `n` events were acknowledged.
-    fn wait_for(&self, n: u64) {
-        common::wait_until("the publisher", || {
-            self.published.load(Ordering::Acquire) >= n
-        });
-    }
-
-    /// Stops publishing; returns the last seq published.
-    fn finish(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .map(|t| t.join().expect("publisher"))
-            .unwrap_or(0)
-    }
-}
-
 /// Many resubscriptions with `since` on fresh connections while another
 /// connection publishes without pause: each one's replay must meet the live
 /// stream with no gap and no duplicate, whatever the publisher is doing at the
@@ -420,7 +365,7 @@ fn resuming_while_publishing_meets_the_live_stream_without_gap_or_duplicate() {
     const ROUNDS: usize = 100;
     let server = start_with(|c| c.history = 100_000);
     create_topic(server.addr, "t");
-    let publisher = Publisher::start(server.addr, "t", 100_000);
+    let publisher = Publisher::start(server.addr, "t", 100_000, Duration::ZERO);
     publisher.wait_for(1);
 
     let mut seen = Vec::new();
@@ -477,7 +422,7 @@ fn a_subscriber_cut_off_mid_stream_resumes_without_loss() {
     create_topic(server.addr, "feed");
     let mut ws = Ws::connect(server.addr);
     let epoch = epoch_of(&ws.subscribe("feed", "phone", 0));
-    let publisher = Publisher::start(server.addr, "feed", 5_000);
+    let publisher = Publisher::start(server.addr, "feed", 5_000, Duration::ZERO);
 
     let mut seen = Vec::new();
     for cut in 1..=3u64 {

@@ -402,3 +402,65 @@ pub fn assert_exactly_once(seen: &[u64], last: u64) {
         "of 1..={last}: missing {missing:?}, seen more than once {repeated:?} (the first ten of each)"
     );
 }
+
+/// A publisher on its own connection, publishing `{"n":k}` (k = 1, 2, …) and
+/// checking each ack's seq is k, until told to stop or `cap` events; `pause`
+/// between publishes makes a steady stream (zero: as fast as acks come back).
+pub struct Publisher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    published: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Publisher {
+    pub fn start(addr: SocketAddr, topic: &'static str, cap: u64, pause: Duration) -> Publisher {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let published = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (stop_flag, count) = (stop.clone(), published.clone());
+        let thread = std::thread::spawn(move || {
+            let mut ws = Ws::connect(addr);
+            let mut n = 0;
+            while n < cap && !stop_flag.load(Ordering::Relaxed) {
+                n += 1;
+                let id = super::uuid();
+                ws.send(serde_json::json!({"type":"publish","topic":topic,"message":{"id":id,"payload":{"n":n}},"request_id":n}));
+                let ack = ws.recv_skip_heartbeat();
+                assert_eq!(
+                    (ack["type"].as_str(), ack["seq"].as_u64()),
+                    (Some("ack"), Some(n)),
+                    "{ack}"
+                );
+                count.store(n, Ordering::Release);
+                if !pause.is_zero() {
+                    std::thread::sleep(pause);
+                }
+            }
+            n
+        });
+        Publisher {
+            stop,
+            published,
+            thread: Some(thread),
+        }
+    }
+
+    /// Events acknowledged so far.
+    pub fn published(&self) -> u64 {
+        self.published.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Waits until at least `n` events were acknowledged.
+    pub fn wait_for(&self, n: u64) {
+        super::wait_until("the publisher", || self.published() >= n);
+    }
+
+    /// Stops publishing; returns the last seq published.
+    pub fn finish(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .map(|t| t.join().expect("publisher"))
+            .unwrap_or(0)
+    }
+}
