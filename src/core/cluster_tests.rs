@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::sim::{Peers, request, view};
+use super::peers::{Peers, request, view};
 use super::tests::{peers, take};
 use super::*;
 use crate::engine::{Command, Event, Failure, Slot, Snapshot};

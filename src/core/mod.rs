@@ -364,4 +364,6 @@ impl Core {
 #[cfg(test)]
 mod cluster_tests;
 #[cfg(test)]
+mod peers;
+#[cfg(test)]
 mod tests;

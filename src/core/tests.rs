@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::sim::{Peer, Peers, Reader, request, view};
+use super::peers::{Peer, Peers, Reader, request, view};
 use super::*;
 
 const TS: &str = "2026-01-01T00:00:00.000Z";
