@@ -526,6 +526,62 @@ fn decode(json_string: &str) -> String {
     serde_json::from_str(json_string).expect("a generated JSON string")
 }
 
+/// Nesting depth as serde_json reads it, counting every member of an object,
+/// repeated keys included (a `Value` keeps only the last of them, which can
+/// hide a deeper one).
+struct SerdeDepth(usize);
+
+impl<'de> serde::Deserialize<'de> for SerdeDepth {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SerdeDepth;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<SerdeDepth, A::Error> {
+                let mut max = 0;
+                while let Some(SerdeDepth(d)) = a.next_element()? {
+                    max = max.max(d);
+                }
+                Ok(SerdeDepth(1 + max))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<SerdeDepth, A::Error> {
+                let mut max = 0;
+                while let Some((serde::de::IgnoredAny, SerdeDepth(d))) = a.next_entry()? {
+                    max = max.max(d);
+                }
+                Ok(SerdeDepth(1 + max))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<SerdeDepth, E> {
+                Ok(SerdeDepth(0))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<SerdeDepth, E> {
+                Ok(SerdeDepth(0))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<SerdeDepth, E> {
+                Ok(SerdeDepth(0))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<SerdeDepth, E> {
+                Ok(SerdeDepth(0))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<SerdeDepth, E> {
+                Ok(SerdeDepth(0))
+            }
+            fn visit_unit<E>(self) -> Result<SerdeDepth, E> {
+                Ok(SerdeDepth(0))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 fn depth_of(v: &Value) -> usize {
     match v {
         Value::Array(a) => 1 + a.iter().map(depth_of).max().unwrap_or(0),
@@ -569,8 +625,9 @@ fn check_invariants(text: &str, parsed: &Incoming<'_>) {
             );
             let depth = nesting(payload);
             assert!(depth <= 64, "accepted payload nests {depth} deep: {text:?}");
-            if let Ok(v) = serde_json::from_str::<Value>(payload) {
-                assert_eq!(depth_of(&v), depth, "{text:?}");
+            // Serde's own reading of the depth agrees (repeated keys and all).
+            if let Ok(SerdeDepth(d)) = serde_json::from_str::<SerdeDepth>(payload) {
+                assert_eq!(d, depth, "{text:?}");
             }
         }
         Ok(Request::Subscribe {
