@@ -187,29 +187,25 @@ fn topic_detail(raw_name: &str, broker: &Broker, cluster: Option<&Cluster>) -> R
     let Some(name) = http::percent_decode(raw_name) else {
         return Reply::error(404, "topic not found");
     };
-    // Cluster mode: the cluster's view; the history as this node mirrors it
-    // when it follows the topic.
-    let shared = cluster.map(|c| c.topics.get(name.as_str()).copied());
-    if let Some(shared) = shared
-        && broker.topic(&name).is_none()
-    {
-        let Some((seq, subs)) = shared else {
-            return Reply::error(404, "topic not found");
+    // Cluster mode: the cluster's seq and subscriptions (from the last sync).
+    let shared = cluster.and_then(|c| c.topics.get(name.as_str()).copied());
+    let Some(t) = broker.topic(&name) else {
+        // Not followed here: what the cluster knows of it, if anything.
+        return match shared {
+            Some((seq, subs)) => Reply::json(
+                200,
+                json!({ "name": name, "subscribers": subs, "messages": seq, "seq": seq }),
+            ),
+            None => Reply::error(404, "topic not found"),
         };
-        return Reply::json(
-            200,
-            json!({ "name": name, "subscribers": subs, "messages": seq, "seq": seq }),
-        );
-    }
-    let subscribers = |local: usize| match shared {
-        Some(Some((_, subs))) => subs,
-        _ => local as u64,
     };
-    let Some(t) = Some(name).and_then(|name| {
-        let t = broker.topic(&name)?;
-        Some(json!({
+    // The history as this node keeps (or, in cluster mode, mirrors) it.
+    let subscribers = shared.map_or(t.subscribers().len() as u64, |(_, subs)| subs);
+    Reply::json(
+        200,
+        json!({
             "name": name,
-            "subscribers": subscribers(t.subscribers().len()),
+            "subscribers": subscribers,
             "messages": t.messages,
             "seq": t.seq,
             "epoch": &*t.epoch,
@@ -220,11 +216,8 @@ fn topic_detail(raw_name: &str, broker: &Broker, cluster: Option<&Cluster>) -> R
             },
             "dropped": t.dropped,
             "slow_consumer_disconnects": t.slow_disconnects,
-        }))
-    }) else {
-        return Reply::error(404, "topic not found");
-    };
-    Reply::json(200, t)
+        }),
+    )
 }
 
 /// The valid topic name of a `POST /topics` body, or the 400 that refuses it.

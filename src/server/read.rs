@@ -100,8 +100,13 @@ impl Server {
     }
 
     fn read_http(&mut self, key: usize) {
-        // Requests that arrived while an earlier one waited on Redis.
-        self.handle_http(key);
+        // Requests that arrived while an earlier one waited on Redis
+        // (cluster mode): only a connection with bytes buffered can hold one.
+        if let Some(State::Http(http)) = self.net.conns.get(key).map(|c| &c.state)
+            && !http.buf.is_empty()
+        {
+            self.handle_http(key);
+        }
         let max_buffered = http::MAX_HEAD + self.net.config.max_body_size + 1;
         let mut budget = READ_CAP;
         loop {
