@@ -177,6 +177,14 @@ impl Conn {
         matches!(self.state, State::Dead)
     }
 
+    /// Puts this connection (slab slot `key`) on the turn's flush list, once.
+    pub fn want_flush(&mut self, key: usize, to_flush: &mut Vec<usize>) {
+        if !self.flush_queued && !self.is_dead() {
+            self.flush_queued = true;
+            to_flush.push(key);
+        }
+    }
+
     pub fn push(&mut self, bytes: Bytes, kind: Kind) {
         self.outbound.push(bytes, kind);
     }

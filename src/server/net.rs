@@ -108,12 +108,8 @@ impl Net {
     }
 
     pub fn queue_flush(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key)
-            && !conn.flush_queued
-            && !conn.is_dead()
-        {
-            conn.flush_queued = true;
-            self.to_flush.push(key);
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.want_flush(key, &mut self.to_flush);
         }
     }
 
@@ -177,16 +173,28 @@ impl Net {
 
 impl Effects for Net {
     fn send(&mut self, to: ConnId, frame: Bytes) {
-        if let Some(conn) = self.live(to) {
+        let Net {
+            conns, to_flush, ..
+        } = self;
+        if let Some(conn) = conns
+            .get_mut(to.key())
+            .filter(|c| c.id == to && !c.is_dead())
+        {
             conn.push(frame, Kind::Control);
-            self.queue_flush(to.key());
+            conn.want_flush(to.key(), to_flush);
         }
     }
 
     fn send_json(&mut self, to: ConnId, write: impl FnOnce(&mut Vec<u8>)) {
-        if let Some(conn) = self.live(to) {
+        let Net {
+            conns, to_flush, ..
+        } = self;
+        if let Some(conn) = conns
+            .get_mut(to.key())
+            .filter(|c| c.id == to && !c.is_dead())
+        {
             conn.outbound.write(|out| frame::append_text(out, write));
-            self.queue_flush(to.key());
+            conn.want_flush(to.key(), to_flush);
         }
     }
 
@@ -195,10 +203,7 @@ impl Effects for Net {
             .conns
             .get_mut(to.key())
             .filter(|c| c.id == to && matches!(c.state, State::WebSocket(_)))?;
-        if !conn.flush_queued {
-            conn.flush_queued = true;
-            self.to_flush.push(to.key());
-        }
+        conn.want_flush(to.key(), &mut self.to_flush);
         Some(&mut conn.outbound)
     }
 

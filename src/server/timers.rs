@@ -110,10 +110,7 @@ impl Server {
             if matches!(conn.state, State::WebSocket(_)) {
                 conn.push(ping.clone(), Kind::Control);
                 conn.push(info.clone(), Kind::Control);
-                if !conn.flush_queued {
-                    conn.flush_queued = true;
-                    net.to_flush.push(key);
-                }
+                conn.want_flush(key, &mut net.to_flush);
             }
         }
     }
