@@ -174,6 +174,8 @@ struct Server {
     started: Instant,
     next_heartbeat: Instant,
     shutdown_deadline: Option<Instant>,
+    /// When the first SIGTERM/SIGINT arrived: a repeat within `SIGNAL_REPEAT` is the same request.
+    first_signal: Option<Instant>,
     /// Accepting paused: out of file descriptors.
     accept_blocked: bool,
     /// The loop's one read buffer, shared by every connection.
@@ -208,6 +210,7 @@ impl Server {
             poll,
             started: now,
             shutdown_deadline: None,
+            first_signal: None,
             accept_blocked: false,
             scratch: vec![0; 64 << 10].into_boxed_slice(),
             engine,
@@ -241,14 +244,8 @@ impl Server {
                         _ => {}
                     },
                     SIGNALS => {
-                        let count = self.signals.as_mut().map_or(0, |s| s.pending().count());
-                        if count > 0 && self.shutdown_deadline.is_some() || count > 1 {
-                            log::warn!("second signal: exiting at once");
-                            return Ok(Stopped::Forced);
-                        }
-                        if count > 0 {
-                            log::info!("signal received: shutting down gracefully");
-                            self.begin_shutdown();
+                        if let Some(stopped) = self.signal() {
+                            return Ok(stopped);
                         }
                     }
                     token @ (CMD_TOKEN | SUB_TOKEN) => {

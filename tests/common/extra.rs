@@ -212,6 +212,8 @@ impl Flood {
 pub struct Binary {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Every line the server has logged so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Binary {
@@ -225,11 +227,14 @@ impl Binary {
             .expect("start pubsubd");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening on ").nth(1) {
                     let _ = tx.send(addr.trim().to_string());
                 }
+                lines.lock().unwrap().push(line);
             }
         });
         let addr = rx
@@ -237,7 +242,33 @@ impl Binary {
             .expect("the server logs its address")
             .parse()
             .unwrap();
-        Binary { child, addr }
+        Binary { child, addr, log }
+    }
+
+    /// Waits for a log line containing `text`, and returns it.
+    pub fn wait_log(&self, text: &str) -> String {
+        let mut found = None;
+        super::wait_until(&format!("the log line {text:?}"), || {
+            found = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(text))
+                .cloned();
+            found.is_some()
+        });
+        found.unwrap_or_default()
+    }
+
+    /// How many log lines contain `text` so far.
+    pub fn log_count(&self, text: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(text))
+            .count()
     }
 
     /// Resident memory of the server process, in KiB.
