@@ -280,6 +280,13 @@ impl Core {
     }
 
     /// Forgets every subscription, and the grant, of a connection that closes or went away.
+    /// Closes a WebSocket for `why` (close frame, then hang up) and forgets
+    /// its subscriptions.
+    pub fn close(&mut self, conn: ConnId, why: Refusal, fx: &mut impl Effects) {
+        fx.close(conn, why);
+        self.remove_conn(conn);
+    }
+
     pub fn remove_conn(&mut self, conn: ConnId) {
         self.broker.remove_conn(conn);
         self.grants.remove(&conn);

@@ -35,8 +35,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::config::Config;
 use crate::core::Core;
 use crate::engine::{CMD_TOKEN, Engine, SUB_TOKEN};
-use crate::metrics::Gauges;
 use net::Net;
+use read::Reading;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -332,18 +332,16 @@ impl Server {
         engine.flush(self.poll.registry(), now);
     }
 
-    /// Cluster mode: the engine's counters, for `/metrics`.
-    fn engine_stats(&self) -> Option<crate::engine::EngineStats> {
-        self.engine.as_ref().map(|e| e.stats)
-    }
-
-    fn gauges(&self) -> Gauges {
-        Gauges {
-            http_connections: self.net.conns.len() - self.net.ws_count,
-            ws_connections: self.net.ws_count,
-            subscriptions: self.core.broker.subscription_count(),
-            topics: self.core.broker.topic_count(),
-            uptime_seconds: self.started.elapsed().as_secs_f64(),
+    /// A readable connection (or one with input left from an earlier turn).
+    fn read(&mut self, key: usize) {
+        Reading {
+            net: &mut self.net,
+            core: &mut self.core,
+            scratch: &mut self.scratch,
+            shutting_down: self.shutdown_deadline.is_some(),
+            started: self.started,
+            engine: self.engine.as_ref(),
         }
+        .read(key);
     }
 }

@@ -2,16 +2,19 @@
 //! input of closing connections. Every read goes through one `Io` outcome;
 //! what a request means is the core's to decide.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
-use super::Server;
 use super::conn::{Next, State, Ws};
 use super::net::{CLOSE_LINGER, Net};
 use crate::core::auth::Grant;
 use crate::core::rest::View;
-use crate::core::{ConnId, Core, Effects};
+use crate::core::{ConnId, Core};
+use crate::engine::Engine;
 use crate::http::{self, Parsed, Request};
 use crate::io::{self, Io};
+use crate::metrics::Gauges;
 use crate::outbound::Kind;
 use crate::refusal::Refusal;
 use crate::wire::decoder::{self, Message, Violation};
@@ -38,7 +41,18 @@ enum After {
     Stop,
 }
 
-impl Server {
+/// What the read path works with for one readable connection: the loop's
+/// connections and shared read buffer, the core, and what REST answers show.
+pub(super) struct Reading<'a> {
+    pub net: &'a mut Net,
+    pub core: &'a mut Core,
+    pub scratch: &'a mut [u8],
+    pub shutting_down: bool,
+    pub started: Instant,
+    pub engine: Option<&'a Engine>,
+}
+
+impl Reading<'_> {
     pub(super) fn read(&mut self, key: usize) {
         let Some(conn) = self.net.conns.get(key) else {
             return;
@@ -196,7 +210,7 @@ impl Server {
 
     /// Answers one request: a REST call goes to the core, `/ws` upgrades.
     fn handle_request(&mut self, key: usize, req: &Request) -> After {
-        let close = !req.keep_alive || self.shutdown_deadline.is_some();
+        let close = !req.keep_alive || self.shutting_down;
         let grant = match self.core.authorize(req) {
             Ok(grant) => grant,
             Err(why) => {
@@ -210,11 +224,11 @@ impl Server {
         let view = View {
             io: self.net.io,
             gauges: self.gauges(),
-            engine: self.engine_stats(),
+            engine: self.engine.map(|e| e.stats),
         };
         let ts = self.net.stamp();
         let id = self.net.conns[key].id;
-        let reply = self.core.rest(id, req, &view, ts.as_str(), &mut self.net);
+        let reply = self.core.rest(id, req, &view, ts.as_str(), self.net);
         if reply.pending {
             // Answered by `Net::reply` once Redis has decided.
             if let State::Http(http) = &mut self.net.conns[key].state {
@@ -243,11 +257,8 @@ impl Server {
             let response = http::json_error(405, &allow, "method not allowed: use GET", close);
             return self.answer(key, response, close);
         }
-        let refused = http::handshake_problem(req).or_else(|| {
-            self.shutdown_deadline
-                .is_some()
-                .then_some(Refusal::ShuttingDown)
-        });
+        let refused = http::handshake_problem(req)
+            .or_else(|| self.shutting_down.then_some(Refusal::ShuttingDown));
         if let Some(why) = refused {
             self.core.counters.reject(&why);
             self.net.close_http(key, http::refusal(&why, true));
@@ -302,7 +313,7 @@ impl Server {
                 self.net.again.push(key);
                 return;
             }
-            let n = match io::read(&mut conn.socket, &mut self.scratch) {
+            let n = match io::read(&mut conn.socket, self.scratch) {
                 Io::Progress(n) => n,
                 Io::WouldBlock => return,
                 // Gone without a close frame, or failed: nothing to say to it.
@@ -360,7 +371,7 @@ impl Server {
                 Ok(Some((message, used))) => {
                     at += used;
                     if let Some(message) = message {
-                        open = on_message(&mut self.core, &mut self.net, id, message, ts);
+                        open = on_message(self.core, self.net, id, message, ts);
                     }
                 }
                 Err(v) => {
@@ -376,7 +387,7 @@ impl Server {
                 Violation::Protocol => Refusal::ProtocolViolation,
             };
             self.core.counters.reject(&why);
-            self.close_ws(id, why);
+            self.core.close(id, why, self.net);
             return false;
         }
         if !open {
@@ -400,10 +411,14 @@ impl Server {
         }
     }
 
-    /// Closes a WebSocket for `why` (close frame, then hang up) and forgets its subscriptions.
-    pub(super) fn close_ws(&mut self, id: ConnId, why: Refusal) {
-        self.net.close(id, why);
-        self.core.remove_conn(id);
+    fn gauges(&self) -> Gauges {
+        Gauges {
+            http_connections: self.net.conns.len() - self.net.ws_count,
+            ws_connections: self.net.ws_count,
+            subscriptions: self.core.broker.subscription_count(),
+            topics: self.core.broker.topic_count(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+        }
     }
 }
 

@@ -62,7 +62,7 @@ impl Server {
                 State::WebSocket(_) => {
                     conn.push(info.clone(), Kind::Control);
                     let id = conn.id;
-                    self.close_ws(id, Refusal::ServerShutdown);
+                    self.core.close(id, Refusal::ServerShutdown, &mut self.net);
                 }
                 State::Http(http) if http.buf.is_empty() && conn.outbound.is_empty() => {
                     self.net.kill(key)

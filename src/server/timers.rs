@@ -94,7 +94,7 @@ impl Server {
             State::WebSocket(_) => {
                 let why = Refusal::IdleTimeout;
                 self.core.counters.reject(&why);
-                self.close_ws(id, why);
+                self.core.close(id, why, &mut self.net);
             }
             // Idle keep-alive connection, or a closing one out of time.
             _ => self.net.kill(key),
