@@ -564,7 +564,21 @@ fn redis_killed_and_restarted_empty_degrades_then_recovers() {
         (&json!("ack"), &json!(1)),
         "{ack}"
     );
+    // Subscribers are told that the topic goes on in a new epoch (seq
+    // restarts), then get its events.
+    let epoch = http(a.addr, "GET", "/topics/orders", None).json()["epoch"].clone();
     for ws in [&mut on_a, &mut on_b, &mut another] {
+        let info = ws.recv_skip_heartbeat();
+        assert_eq!(
+            (&info["type"], &info["msg"], &info["topic"], &info["epoch"]),
+            (
+                &json!("info"),
+                &json!("epoch_changed"),
+                &json!("orders"),
+                &epoch
+            ),
+            "{info}"
+        );
         expect_events(ws, "orders", [1]);
         ws.ping();
     }

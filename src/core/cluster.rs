@@ -469,7 +469,24 @@ impl Core {
                             self.deliver(topic, first + i as u64, json, ts, fx);
                         }
                     }
-                    _ => {
+                    Some(_) => {
+                        // Another life of the topic (Redis lost its data, or
+                        // it was re-created while this node could not hear
+                        // it): the subscribers here are told, then get the
+                        // new epoch from its start, as far as it is kept.
+                        self.broker.install(topic, &snapshot.epoch, 0, Vec::new());
+                        self.epoch_changed(topic, &snapshot.epoch, ts, fx);
+                        if first > 1 {
+                            self.events_lost(topic, 1, first - 1, ts, fx);
+                            if let Some(t) = self.broker.topic_mut(topic) {
+                                t.seq = first - 1;
+                            }
+                        }
+                        for (i, json) in snapshot.history.iter().enumerate() {
+                            self.deliver(topic, first + i as u64, json, ts, fx);
+                        }
+                    }
+                    None => {
                         let frames = snapshot.history.iter().map(|j| frame::text_frame(j));
                         self.broker
                             .install(topic, &snapshot.epoch, snapshot.seq, frames.collect());
@@ -550,6 +567,16 @@ impl Core {
             return;
         };
         let info = protocol::events_lost(topic, from, to, ts);
+        for sub in t.subscribers() {
+            fx.send(sub.conn, info.clone());
+        }
+    }
+
+    fn epoch_changed(&mut self, topic: &str, epoch: &str, ts: &str, fx: &mut impl Effects) {
+        let Some(t) = self.broker.topic(topic) else {
+            return;
+        };
+        let info = protocol::epoch_changed(topic, epoch, ts);
         for sub in t.subscribers() {
             fx.send(sub.conn, info.clone());
         }

@@ -192,6 +192,69 @@ fn a_gap_is_filled_from_the_history_and_what_it_lost_is_reported() {
 }
 
 #[test]
+fn a_topic_back_in_a_new_epoch_is_announced_and_its_events_delivered() {
+    let mut core = cluster_core();
+    let (mut fx, ids) = peers(1);
+    let c = ids[0];
+    core.on_text(
+        c,
+        r#"{"type":"subscribe","topic":"t","client_id":"a"}"#,
+        TS,
+        &mut fx,
+    );
+    core.on_engine(
+        Event::Synced {
+            topic: "t".into(),
+            result: Ok(snapshot(1, 40)),
+        },
+        TS,
+        &mut fx,
+    );
+    take(&mut fx, c);
+    // Redis lost its data; the topic was registered again and three events
+    // published in the new epoch before this node read it back, of which
+    // the history keeps the last two.
+    let mut reborn = snapshot(2, 3);
+    reborn.epoch = "e2".into();
+    core.on_engine(
+        Event::Synced {
+            topic: "t".into(),
+            result: Ok(reborn),
+        },
+        TS,
+        &mut fx,
+    );
+    let got = take(&mut fx, c);
+    assert_eq!(
+        kinds(&got),
+        [
+            "info epoch_changed",
+            "info events_lost",
+            "event 2",
+            "event 3"
+        ]
+    );
+    assert_eq!(
+        (got[0]["topic"].as_str(), got[0]["epoch"].as_str()),
+        (Some("t"), Some("e2"))
+    );
+    assert_eq!(
+        (got[1]["from_seq"].as_u64(), got[1]["to_seq"].as_u64()),
+        (Some(1), Some(1))
+    );
+    // Live events go on from there, in the new epoch.
+    let msg = Event::Message {
+        topic: "t".into(),
+        seq: 4,
+        json: event_json("t", 4),
+    };
+    core.on_engine(msg, TS, &mut fx);
+    assert_eq!(kinds(&take(&mut fx, c)), ["event 4"]);
+    let detail = core.broker.topic("t").map(|t| (t.epoch.to_string(), t.seq));
+    assert_eq!(detail, Some(("e2".to_string(), 4)));
+}
+
+#[test]
 fn unknown_topics_and_outages_answer_held_subscribes() {
     let mut core = cluster_core();
     let (mut fx, ids) = peers(1);

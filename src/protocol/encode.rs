@@ -203,6 +203,18 @@ pub fn events_lost(topic: &str, from: u64, to: u64, ts: &str) -> Bytes {
     close(f, ts)
 }
 
+/// `{"type":"info","topic":…,"msg":"epoch_changed","epoch":…,"ts":…}`: the
+/// topic goes on in a new epoch (cluster mode: Redis lost its data, or the
+/// topic was re-created while this node could not hear it); `seq` restarts.
+pub fn epoch_changed(topic: &str, epoch: &str, ts: &str) -> Bytes {
+    let mut f = open("info", 128 + topic.len() + epoch.len());
+    let out = f.payload();
+    field_topic(out, Some(topic));
+    out.extend_from_slice(b",\"msg\":\"epoch_changed\",\"epoch\":");
+    push_json_string(out, epoch);
+    close(f, ts)
+}
+
 /// `{"type":"info","msg":"messages_dropped","dropped":N,"ts":…}`
 pub fn messages_dropped(dropped: u64, ts: &str) -> Bytes {
     let mut f = open("info", 112);
