@@ -42,6 +42,22 @@ fn snapshot(first: u64, last: u64) -> Snapshot {
     }
 }
 
+/// Subscribes `c` to `t`, whose shared history holds 1..=last, and reads the ack.
+fn subscribe_synced(core: &mut Core, fx: &mut Peers, c: ConnId, last: u64) {
+    core.on_text(
+        c,
+        r#"{"type":"subscribe","topic":"t","client_id":"a"}"#,
+        TS,
+        fx,
+    );
+    let synced = Event::Synced {
+        topic: "t".into(),
+        result: Ok(snapshot(1, last)),
+    };
+    core.on_engine(synced, TS, fx);
+    take(fx, c);
+}
+
 const PUBLISH: &str = r#"{"type":"publish","topic":"t","message":{"id":"00000000-0000-4000-8000-000000000000","payload":1},"request_id":"p"}"#;
 
 #[test]
@@ -141,21 +157,7 @@ fn a_gap_is_filled_from_the_history_and_what_it_lost_is_reported() {
     let mut core = cluster_core();
     let (mut fx, ids) = peers(1);
     let c = ids[0];
-    core.on_text(
-        c,
-        r#"{"type":"subscribe","topic":"t","client_id":"a"}"#,
-        TS,
-        &mut fx,
-    );
-    core.on_engine(
-        Event::Synced {
-            topic: "t".into(),
-            result: Ok(snapshot(1, 2)),
-        },
-        TS,
-        &mut fx,
-    );
-    take(&mut fx, c);
+    subscribe_synced(&mut core, &mut fx, c, 2);
     fx.commands.clear();
     // seq 9 arrives after 2: 3..8 were missed (the link dropped).
     let msg = Event::Message {
@@ -196,21 +198,7 @@ fn a_topic_back_in_a_new_epoch_is_announced_and_its_events_delivered() {
     let mut core = cluster_core();
     let (mut fx, ids) = peers(1);
     let c = ids[0];
-    core.on_text(
-        c,
-        r#"{"type":"subscribe","topic":"t","client_id":"a"}"#,
-        TS,
-        &mut fx,
-    );
-    core.on_engine(
-        Event::Synced {
-            topic: "t".into(),
-            result: Ok(snapshot(1, 40)),
-        },
-        TS,
-        &mut fx,
-    );
-    take(&mut fx, c);
+    subscribe_synced(&mut core, &mut fx, c, 40);
     // Redis lost its data; the topic was registered again and three events
     // published in the new epoch before this node read it back, of which
     // the history keeps the last two.
@@ -315,21 +303,7 @@ fn rest_create_and_delete_wait_on_redis_and_delete_tells_local_subscribers() {
     );
     assert_eq!((bad.pending, bad.status), (false, 400));
     // A local subscriber of t hears of its deletion, from this node or another.
-    core.on_text(
-        ids[0],
-        r#"{"type":"subscribe","topic":"t","client_id":"a"}"#,
-        TS,
-        &mut fx,
-    );
-    core.on_engine(
-        Event::Synced {
-            topic: "t".into(),
-            result: Ok(snapshot(1, 0)),
-        },
-        TS,
-        &mut fx,
-    );
-    take(&mut fx, ids[0]);
+    subscribe_synced(&mut core, &mut fx, ids[0], 0);
     let reply = core.rest(
         http,
         &request("DELETE", "/topics/t", ""),
