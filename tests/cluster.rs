@@ -584,6 +584,43 @@ fn redis_killed_and_restarted_empty_degrades_then_recovers() {
     }
 }
 
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn scripts_run_by_digest_and_a_flushed_script_cache_heals_after_one_refusal() {
+    let redis = Redis::start();
+    let a = node(&redis, |_| {});
+    // The node loaded its scripts when it linked: each is in Redis's cache.
+    for digest in pubsubd::engine::scripts::digests() {
+        let digest = std::str::from_utf8(&digest).unwrap();
+        let exists = redis.command(&["SCRIPT", "EXISTS", digest]);
+        assert!(exists.contains(":1"), "{digest}: {exists}");
+    }
+    create_topic(a.addr, "orders");
+    let mut sub = Ws::connect(a.addr);
+    sub.subscribe("orders", "s", 0);
+    let mut publisher = Ws::connect(a.addr);
+    publish_numbered(&mut publisher, "orders", 1..=2);
+    // An operator flushes the script cache: the first request to meet it
+    // (a publish here, or the node's own once-a-second count) is refused and
+    // the node loads the scripts again; nothing is numbered twice or skipped.
+    assert_eq!(redis.command(&["SCRIPT", "FLUSH"]), "$OK");
+    let mut refused = 0;
+    let mut n = 3;
+    while n <= 6 {
+        let answer = publisher.publish("orders", json!({ "n": n }));
+        if answer["type"] == "error" {
+            assert_eq!(answer["error"]["code"], "UNAVAILABLE", "{answer}");
+            refused += 1;
+            assert_eq!(refused, 1, "refused more than once: {answer}");
+            continue;
+        }
+        assert_eq!((&answer["type"], &answer["seq"]), (&json!("ack"), &json!(n)));
+        n += 1;
+    }
+    expect_events(&mut sub, "orders", 1..=6);
+    sub.ping();
+}
+
 /// Publishes into Redis as a node would (the same script), from the test's
 /// own connection: what the nodes' subscribe links miss while they are cut.
 fn publish_in_redis(

@@ -9,7 +9,9 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use super::resp::{self, Decoded, Value};
-use super::{CMD_TOKEN, Engine, Event, Failure, MAX_BACKOFF, MIN_BACKOFF, RedisUrl, Waiting};
+use super::{
+    CMD_TOKEN, Engine, Event, Failure, MAX_BACKOFF, MIN_BACKOFF, RedisUrl, Waiting, load_scripts,
+};
 use crate::io::{self, Io};
 
 pub(super) struct Link {
@@ -132,7 +134,8 @@ impl Engine {
                 for _ in 0..setup {
                     self.waiting.push_back(Waiting::Setup);
                 }
-                // Its answer shows the command link works.
+                load_scripts(&mut link.out, &mut self.waiting);
+                // Its answer shows the command link works and has the scripts.
                 resp::command(&mut link.out, &[b"PING"]);
                 self.waiting.push_back(Waiting::Ping);
             } else {

@@ -20,6 +20,7 @@ use crate::core::ConnId;
 use link::Link;
 pub use link::check_credentials;
 use resp::Value;
+use scripts::Script;
 pub use url::RedisUrl;
 
 pub const CMD_TOKEN: Token = Token(usize::MAX - 4);
@@ -137,6 +138,8 @@ pub enum Event {
 enum Waiting {
     /// AUTH or SELECT: an error means the link is unusable.
     Setup,
+    /// SCRIPT LOAD: an error means the cluster's scripts cannot run here.
+    Load,
     /// The PING after the set-up: its answer means the link works.
     Ping,
     Publish(Slot, Instant),
@@ -146,6 +149,14 @@ enum Waiting {
     Sync,
     /// Timed out: the core was told; the reply is dropped.
     Expired,
+}
+
+/// Loads every script on the command link: what follows it there may use them.
+fn load_scripts(out: &mut Vec<u8>, waiting: &mut VecDeque<Waiting>) {
+    for script in Script::ALL {
+        resp::command(out, &[b"SCRIPT", b"LOAD", script.text().as_bytes()]);
+        waiting.push_back(Waiting::Load);
+    }
 }
 
 /// Counters for `/metrics`.
@@ -177,6 +188,8 @@ pub struct Engine {
     connecting: Option<Instant>,
     backoff: Duration,
     down_logged: bool,
+    /// Each script's digest for `EVALSHA`, in `Script::ALL` order.
+    digests: [[u8; 40]; 5],
 }
 
 impl Engine {
@@ -207,6 +220,7 @@ impl Engine {
             connecting: None,
             backoff: MIN_BACKOFF,
             down_logged: false,
+            digests: scripts::digests(),
         }
     }
 
@@ -235,9 +249,10 @@ impl Engine {
         format!("{}:control", self.prefix).into_bytes()
     }
 
-    fn eval(&mut self, script: &str, keys: &[&[u8]], args: &[&[u8]], waiting: Waiting) {
+    fn eval(&mut self, script: Script, keys: &[&[u8]], args: &[&[u8]], waiting: Waiting) {
         let nkeys = keys.len().to_string();
-        let mut all: Vec<&[u8]> = vec![b"EVAL", script.as_bytes(), nkeys.as_bytes()];
+        let digest = &self.digests[script as usize];
+        let mut all: Vec<&[u8]> = vec![b"EVALSHA", digest, nkeys.as_bytes()];
         all.extend_from_slice(keys);
         all.extend_from_slice(args);
         resp::command(&mut self.cmd.out, &all);
@@ -272,7 +287,7 @@ impl Engine {
                 let control = self.control();
                 let create = create.unwrap_or_default();
                 self.eval(
-                    scripts::PUBLISH,
+                    Script::Publish,
                     &[&topics, &meta, &history, &marker],
                     &[
                         &head,
@@ -330,7 +345,7 @@ impl Engine {
                     self.marker(),
                 );
                 self.eval(
-                    scripts::CREATE,
+                    Script::Create,
                     &[&topics, &meta, &marker],
                     &[topic.as_bytes(), epoch.as_bytes(), &control],
                     Waiting::Create(slot, now),
@@ -352,7 +367,7 @@ impl Engine {
                 let control = self.control();
                 let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
                 self.eval(
-                    scripts::DELETE,
+                    Script::Delete,
                     &keys,
                     &[topic.as_bytes(), &control],
                     Waiting::Delete(slot, now),
@@ -384,7 +399,7 @@ impl Engine {
                     args.push(t.as_bytes());
                     args.push(n.as_bytes());
                 }
-                self.eval(scripts::SYNC, &[&topics], &args, Waiting::Sync);
+                self.eval(Script::Sync, &[&topics], &args, Waiting::Sync);
             }
         }
     }
@@ -399,7 +414,7 @@ impl Engine {
         );
         let name = topic.clone();
         self.eval(
-            scripts::READ,
+            Script::Read,
             &[&topics, &meta, &history, &marker],
             &[create, name.as_bytes(), &control],
             Waiting::Read(topic, now),
@@ -414,12 +429,23 @@ impl Engine {
         let failed = matches!(value, Value::Error(_));
         if let Value::Error(e) = &value {
             log::warn!("redis error: {e}");
+            // The script cache was flushed (SCRIPT FLUSH): this request and
+            // those already sent behind it fail; the ones after the reload
+            // run. (Retrying could reorder them behind later ones.)
+            let reloading = self.waiting.iter().any(|w| matches!(w, Waiting::Load));
+            if e.starts_with("NOSCRIPT") && !reloading {
+                load_scripts(&mut self.cmd.out, &mut self.waiting);
+            }
         }
         match w {
             Waiting::Setup if failed => {
                 return Err("Redis refused the credentials or the database".into());
             }
             Waiting::Setup => {}
+            Waiting::Load if failed => {
+                return Err("Redis refused to load the cluster's scripts (SCRIPT LOAD)".into());
+            }
+            Waiting::Load => {}
             Waiting::Ping if failed => return Err("Redis refused PING".into()),
             Waiting::Ping => {
                 self.cmd.answered = true;

@@ -5,6 +5,52 @@
 //! The topic set `P:topics` and the control channel are the exceptions (see
 //! the README's cluster section).
 
+use sha1::{Digest, Sha1};
+
+/// The scripts by what they do. They are sent by digest (`EVALSHA`), loaded
+/// with `SCRIPT LOAD` first thing on every connection, so Redis neither
+/// receives nor hashes a script's text per call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Script {
+    Create,
+    Delete,
+    Publish,
+    Read,
+    Sync,
+}
+
+impl Script {
+    pub const ALL: [Script; 5] = [
+        Script::Create,
+        Script::Delete,
+        Script::Publish,
+        Script::Read,
+        Script::Sync,
+    ];
+
+    pub fn text(self) -> &'static str {
+        match self {
+            Script::Create => CREATE,
+            Script::Delete => DELETE,
+            Script::Publish => PUBLISH,
+            Script::Read => READ,
+            Script::Sync => SYNC,
+        }
+    }
+}
+
+/// Each script's SHA1 in lowercase hex, as Redis names it, in `Script::ALL` order.
+pub fn digests() -> [[u8; 40]; 5] {
+    Script::ALL.map(|script| {
+        let mut hex = [0u8; 40];
+        for (i, byte) in Sha1::digest(script.text().as_bytes()).iter().enumerate() {
+            hex[2 * i] = b"0123456789abcdef"[usize::from(byte >> 4)];
+            hex[2 * i + 1] = b"0123456789abcdef"[usize::from(byte & 15)];
+        }
+        hex
+    })
+}
+
 /// KEYS: topics set, meta, the cluster's marker. ARGV: name, epoch, control channel.
 /// Returns 1 when created, 0 when it already existed.
 ///
@@ -106,3 +152,22 @@ for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 return out
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_are_the_sha1_redis_gives_the_scripts() {
+        // SHA1("") and SHA1("abc"), the standard test vectors, through the same hex.
+        let hex = |text: &str| {
+            let d = Sha1::digest(text.as_bytes());
+            d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        assert_eq!(hex(""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+        assert_eq!(hex("abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        for (script, digest) in Script::ALL.iter().zip(digests()) {
+            assert_eq!(std::str::from_utf8(&digest).unwrap(), hex(script.text()));
+        }
+    }
+}
