@@ -17,59 +17,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 lib_init cluster
 
-missing=()
-command -v curl >/dev/null || missing+=(curl)
-[[ -n ${REDIS_SERVER:-} ]] || command -v redis-server >/dev/null || missing+=(redis-server)
-if ((${#missing[@]})); then
-	if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-		log "apt-get install ${missing[*]}"
-		timeout 900 apt-get update -qq
-		DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq "${missing[@]}" >/dev/null
-	else
-		fail "missing ${missing[*]}: install them (apt-get install ${missing[*]})"
-	fi
-fi
-redis_server=${REDIS_SERVER:-$(command -v redis-server)}
+need_redis
 pubsubd_bin
-
-# redis_answers PORT: whether a Redis answers PING on PORT (plain bash, no redis-cli).
-redis_answers() {
-	# In a child shell: a refused /dev/tcp redirection would end this one.
-	timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
-		printf "*1\r\n\$4\r\nPING\r\n" >&3
-		read -r -t 2 reply <&3 && [[ $reply == "+PONG"* ]]' _ "$1" 2>/dev/null
-}
-
-# Redis on a free port: a random one, again if another process holds it.
-redis_port=""
-for _ in 1 2 3 4 5; do
-	p=$((20000 + RANDOM % 40000))
-	"$redis_server" --port "$p" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" \
-		>"$work/redis.log" 2>&1 &
-	redis_pid=$!
-	track "$redis_pid"
-	redis_up() {
-		redis_answers "$p" && return 0
-		kill -0 "$redis_pid" 2>/dev/null || return 2
-		return 1
-	}
-	rc=0
-	for _ in $(seq 50); do
-		rc=0
-		redis_up || rc=$?
-		((rc == 1)) || break
-		sleep 0.1
-	done
-	if ((rc == 0)); then
-		redis_port=$p
-		break
-	fi
-	kill "$redis_pid" 2>/dev/null || true
-	wait "$redis_pid" 2>/dev/null || true
-	untrack "$redis_pid"
-done
-[[ -n $redis_port ]] || fail "redis-server did not start: $(tail -n 5 "$work/redis.log")"
-redis_url=redis://127.0.0.1:$redis_port
+start_redis
 log "redis-server (pid $redis_pid) on $redis_url"
 
 # Three nodes sharing that Redis.
