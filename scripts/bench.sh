@@ -7,6 +7,9 @@
 #                      the bench each need one file descriptor per connection;
 #                      see the README for why not 20 000 here)
 #        OUT=DIR       keep each scenario's JSON in DIR
+#        ROLES=1       the server has keys with roles (an operator key, a
+#                      publish key and a subscribe key limited to `bench.*`);
+#                      publishers and subscribers use the limited keys
 set -euo pipefail
 
 source "$(dirname "$0")/lib.sh"
@@ -21,9 +24,15 @@ mkdir -p "$out"
 
 # A server with room for the `conns` row; it raises its own open-file limit
 # as far as the hard limit allows.
+server_keys=()
+bench_keys=()
+if [[ ${ROLES:-0} == 1 ]]; then
+	server_keys=(--api-key ops-k --publish-key 'svc-k:bench.*' --subscribe-key 'web-k:bench.*')
+	bench_keys=(--api-key ops-k --pub-key svc-k --sub-key web-k)
+fi
 start() {
 	start_server "$work/server.log" "$bin" --host 127.0.0.1 --port 0 --log-level info \
-		--max-connections $((conns + 200)) "$@"
+		--max-connections $((conns + 200)) "${server_keys[@]}" "$@"
 }
 
 stop() { stop_server || true; }
@@ -33,7 +42,7 @@ row() {
 	local label=$1
 	shift
 	n=$((n + 1))
-	"$bin" bench "$@" --url "$url" --server-pid "$server" \
+	"$bin" bench "$@" "${bench_keys[@]}" --url "$url" --server-pid "$server" \
 		--markdown "$label" >"$out/$n.json" 2>"$out/$n.row" ||
 		{ cat "$out/$n.row" >&2; exit 1; }
 	cat "$out/$n.row"
@@ -41,7 +50,7 @@ row() {
 
 echo "pubsubd $(git rev-parse HEAD 2>/dev/null || echo unknown), $(nproc) cores," \
 	"$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)," \
-	"payload 128 B, ${seconds} s per row, server and bench on the same machine"
+	"payload 128 B, ${seconds} s per row, server and bench on the same machine$([[ ${ROLES:-0} == 1 ]] && echo ", keys with roles (bench.*)")"
 echo
 echo "| scenario | published/s | delivered/s | lost / dup / order | latency µs p50 / p90 / p99 / p99.9 / max | errors | bench CPU | server CPU | server RSS | notes |"
 echo "|---|---:|---:|---|---|---|---:|---:|---:|---|"

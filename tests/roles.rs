@@ -517,4 +517,36 @@ fn the_cli_and_the_bench_use_keys_with_roles() {
     let report: Value = serde_json::from_str(&out.stdout).expect("a JSON report");
     assert_eq!(report["lost"], 0, "{report}");
     assert_eq!(report["received"], 100, "{report}");
+
+    // Publishers and subscribers on keys with roles, topics made with the full key.
+    let bench_with = |pub_key: &str, sub_key: &str| {
+        run(&mut binary(&[
+            "bench",
+            "fanout",
+            "--url",
+            &u,
+            "--api-key",
+            FULL,
+            "--pub-key",
+            pub_key,
+            "--sub-key",
+            sub_key,
+            "--subscribers",
+            "2",
+            "--count",
+            "50",
+        ]))
+    };
+    let out = bench_with(PUB_ALL, SUB_ALL);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).expect("a JSON report");
+    assert_eq!(
+        (&report["lost"], &report["received"]),
+        (&json!(0), &json!(100)),
+        "{report}"
+    );
+    // The keys really are the ones sent: swapped, nothing can be published.
+    let out = bench_with(SUB_ALL, PUB_ALL);
+    assert_ne!(out.code(), Some(0), "{}", out.stdout);
+    assert!(out.stderr.contains("FORBIDDEN"), "{}", out.stderr);
 }

@@ -40,7 +40,9 @@ pub struct Plan {
     pub pub_targets: Vec<Target>,
     /// Where subscribers connect, round-robin.
     pub sub_targets: Vec<Target>,
-    pub api_key: Option<String>,
+    /// The keys publishers and subscribers send (`X-API-Key`).
+    pub pub_key: Option<String>,
+    pub sub_key: Option<String>,
     pub topics: Vec<String>,
     /// Payload bytes per publish.
     pub size: usize,
@@ -325,7 +327,11 @@ impl Engine {
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
             target.ws_path, target.host
         )?;
-        if let Some(key) = &self.plan.api_key {
+        let api_key = match role {
+            Role::Publisher { .. } => &self.plan.pub_key,
+            _ => &self.plan.sub_key,
+        };
+        if let Some(key) = api_key {
             write!(out, "X-API-Key: {key}\r\n")?;
         }
         out.extend_from_slice(b"\r\n");

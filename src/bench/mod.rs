@@ -37,6 +37,8 @@ Options (defaults in brackets):
   --sub-url URL        where subscribers connect (repeatable: spread
                        round-robin), e.g. other nodes of a cluster [--url]
   --api-key KEY        [PUBSUBD_API_KEY]
+  --pub-key KEY        publishers' key, e.g. a --publish-key [--api-key]
+  --sub-key KEY        subscribers' key, e.g. a --subscribe-key [--api-key]
   --publishers P       [1]
   --subscribers S      fanout: [1]; slow: normal subscribers [10]
   --topics T           [1]
@@ -72,6 +74,8 @@ struct Options {
     pub_urls: Vec<String>,
     sub_urls: Vec<String>,
     api_key: Option<String>,
+    pub_key: Option<String>,
+    sub_key: Option<String>,
     publishers: u64,
     subscribers: Option<u64>,
     topics: u64,
@@ -96,6 +100,8 @@ const OPTIONS: &[Opt] = &[
     Opt::value("pub-url"),
     Opt::value("sub-url"),
     Opt::value("api-key"),
+    Opt::value("pub-key"),
+    Opt::value("sub-key"),
     Opt::value("publishers"),
     Opt::value("subscribers"),
     Opt::value("topics"),
@@ -130,6 +136,8 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
         api_key: std::env::var("PUBSUBD_API_KEY")
             .ok()
             .filter(|k| !k.is_empty()),
+        pub_key: None,
+        sub_key: None,
         publishers: 1,
         subscribers: None,
         topics: 1,
@@ -179,6 +187,8 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
             "pub-url" => o.pub_urls.push(value),
             "sub-url" => o.sub_urls.push(value),
             "api-key" => o.api_key = Some(value),
+            "pub-key" => o.pub_key = Some(value),
+            "sub-key" => o.sub_key = Some(value),
             "publishers" => o.publishers = positive(name, &value)?,
             "subscribers" => o.subscribers = Some(num(name, &value)?),
             "topics" => o.topics = positive(name, &value)?,
@@ -318,7 +328,8 @@ fn run(o: &Options) -> Result<Report, String> {
     let plan = Plan {
         pub_targets,
         sub_targets,
-        api_key: o.api_key.clone(),
+        pub_key: o.pub_key.clone().or_else(|| o.api_key.clone()),
+        sub_key: o.sub_key.clone().or_else(|| o.api_key.clone()),
         size: o.size,
         window: if o.scenario == Scenario::Conns {
             1
