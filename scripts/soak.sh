@@ -17,7 +17,7 @@
 # is more than MAX_RSS_GROWTH_KB above its RSS at start.
 #
 # Usage: scripts/soak.sh [SECONDS]      (default 60)
-# Env:   MAX_RSS_GROWTH_KB=16384        the memory the server may keep
+# Env:   MAX_RSS_GROWTH_KB=6144         the memory the server may keep
 set -euo pipefail
 
 source "$(dirname "$0")/lib.sh"
@@ -95,7 +95,7 @@ echo "soak: the stalled reader: ${stalled:-nothing reported}"
 [[ $stalled == *'"closed_by_server":true'* ]] ||
 	fail "the stalled reader was not cut off by the server: ${stalled:-no outcome in slow.json}"
 # Memory given back: the RSS with the load gone, against the RSS at start.
-max_growth=${MAX_RSS_GROWTH_KB:-16384}
+max_growth=${MAX_RSS_GROWTH_KB:-6144}
 start_kb=${rss_start%% *}
 end_kb=$(rss)
 end_kb=${end_kb%% *}
