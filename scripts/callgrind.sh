@@ -18,10 +18,8 @@ lib_init callgrind.sh
 n=${1:-5000}
 fanouts=${FANOUTS:-1 10 100}
 cd "$repo"
-if ! command -v valgrind >/dev/null; then
-	log "installing valgrind"
-	{ apt-get update -qq && apt-get install -y -qq valgrind; } >/dev/null
-fi
+command -v valgrind >/dev/null || install_missing valgrind ||
+	fail "valgrind is missing: install it (apt-get install valgrind)"
 release_bin
 server_bin=${SERVER_BIN:-$bin}
 

@@ -148,21 +148,24 @@ release_bin() {
 	bin=$repo/target/release/pubsubd
 }
 
+# install_missing PACKAGE...: installs them with apt-get (as root, on
+# Debian); returns 1 when it cannot.
+install_missing() {
+	(($#)) || return 0
+	[[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null || return 1
+	log "apt-get install $*"
+	timeout 900 apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq "$@" >/dev/null
+}
+
 # need_redis: curl and redis-server ($REDIS_SERVER, else on PATH), installed
-# with apt-get when missing and run as root. Sets $redis_server.
+# when missing. Sets $redis_server.
 need_redis() {
 	local missing=()
 	command -v curl >/dev/null || missing+=(curl)
 	[[ -n ${REDIS_SERVER:-} ]] || command -v redis-server >/dev/null || missing+=(redis-server)
-	if ((${#missing[@]})); then
-		if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-			log "apt-get install ${missing[*]}"
-			timeout 900 apt-get update -qq
-			DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq "${missing[@]}" >/dev/null
-		else
-			fail "missing ${missing[*]}: install them (apt-get install ${missing[*]})"
-		fi
-	fi
+	install_missing "${missing[@]}" ||
+		fail "missing ${missing[*]}: install them (apt-get install ${missing[*]})"
 	redis_server=${REDIS_SERVER:-$(command -v redis-server)}
 }
 

@@ -14,7 +14,10 @@
 #        REDIS_SERVER  a redis-server binary to use instead of the one on PATH
 #        TEST_TIMEOUT=1800  seconds allowed for each cargo test run
 set -euo pipefail
-cd "$(dirname "$0")/.."
+
+source "$(dirname "$0")/lib.sh"
+lib_init test.sh
+cd "$repo"
 
 TEST_TIMEOUT=${TEST_TIMEOUT:-1800}
 
@@ -31,17 +34,10 @@ missing=()
 have_chromium || missing+=(chromium)
 command -v curl >/dev/null || missing+=(curl)
 [[ -n ${REDIS_SERVER:-} ]] || command -v redis-server >/dev/null || missing+=(redis-server)
-if ((${#missing[@]})); then
-	if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-		echo "== apt-get install ${missing[*]}"
-		timeout 900 apt-get update -qq
-		DEBIAN_FRONTEND=noninteractive timeout 900 \
-			apt-get install -y -qq "${missing[@]}" >/dev/null
-	else
-		echo "scripts/test.sh: missing ${missing[*]}; install them (e.g. apt-get install ${missing[*]})" >&2
-		echo "or set CHROMIUM=/path/to/chrome, REDIS_SERVER=/path/to/redis-server." >&2
-		echo "The browser tests fail without a browser, the cluster tests without Redis." >&2
-	fi
+if ! install_missing "${missing[@]}"; then
+	log "missing ${missing[*]}; install them (e.g. apt-get install ${missing[*]})"
+	log "or set CHROMIUM=/path/to/chrome, REDIS_SERVER=/path/to/redis-server."
+	log "The browser tests fail without a browser, the cluster tests without Redis."
 fi
 
 echo "== cargo test"
