@@ -40,15 +40,8 @@ impl Endpoint {
         if authority.contains('@') {
             return Err(bad("user information is not supported; use --api-key"));
         }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            }
-        };
+        let (host, port) =
+            crate::wire::split_host_port(authority).ok_or_else(|| bad("unclosed '['"))?;
         if host.is_empty() {
             return Err(bad("no host"));
         }

@@ -70,17 +70,8 @@ impl RedisUrl {
             ),
             None => (rest, 0),
         };
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (host, after) = v6
-                .split_once(']')
-                .ok_or("an IPv6 host needs its closing ']'")?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (hostport, None),
-            }
-        };
+        let (host, port) =
+            crate::wire::split_host_port(hostport).ok_or("an IPv6 host needs its closing ']'")?;
         if host.is_empty() {
             return Err("the URL names no host".into());
         }

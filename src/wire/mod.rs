@@ -6,6 +6,19 @@ pub mod frame;
 pub mod recycle;
 pub mod response;
 
+/// Splits a URL's `host[:port]` (an IPv6 host in brackets) into the host and
+/// the port's text; `None` when a `[` is not closed.
+pub fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        return Some((host, after.strip_prefix(':')));
+    }
+    Some(match authority.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    })
+}
+
 /// Appends the decimal digits of `n`, two at a time (measured: ~50 fewer
 /// instructions per publish at 1 → 1, which writes two seqs, than one at a time).
 pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
@@ -52,5 +65,16 @@ mod tests {
             super::push_u64(&mut out, n);
             assert_eq!(out, format!("x{n}").as_bytes());
         }
+    }
+
+    #[test]
+    fn split_host_port_reads_names_ipv4_and_bracketed_ipv6() {
+        use super::split_host_port as split;
+        assert_eq!(split("localhost"), Some(("localhost", None)));
+        assert_eq!(split("127.0.0.1:6379"), Some(("127.0.0.1", Some("6379"))));
+        assert_eq!(split("[::1]:8080"), Some(("::1", Some("8080"))));
+        assert_eq!(split("[::1]"), Some(("::1", None)));
+        assert_eq!(split("host:"), Some(("host", Some(""))));
+        assert_eq!(split("[::1"), None);
     }
 }
