@@ -7,6 +7,8 @@
 #                      the bench each need one file descriptor per connection;
 #                      see the README for why not 20 000 here)
 #        OUT=DIR       keep each scenario's JSON in DIR
+#        SERVER_BIN=PATH  measure this server build (an older commit, say)
+#                      with this checkout's bench
 #        ROLES=1       the server has keys with roles (an operator key, a
 #                      publish key and a subscribe key limited to `bench.*`);
 #                      publishers and subscribers use the limited keys
@@ -19,6 +21,7 @@ seconds=${1:-5}
 conns=${CONNS:-19000}
 cd "$repo"
 release_bin
+server_bin=${SERVER_BIN:-$bin}
 out=${OUT:-$work/json}
 mkdir -p "$out"
 
@@ -31,7 +34,7 @@ if [[ ${ROLES:-0} == 1 ]]; then
 	bench_keys=(--api-key ops-k --pub-key svc-k --sub-key web-k)
 fi
 start() {
-	start_server "$work/server.log" "$bin" --host 127.0.0.1 --port 0 --log-level info \
+	start_server "$work/server.log" "$server_bin" --host 127.0.0.1 --port 0 --log-level info \
 		--max-connections $((conns + 200)) "${server_keys[@]}" "$@"
 }
 
@@ -48,7 +51,7 @@ row() {
 	cat "$out/$n.row"
 }
 
-echo "pubsubd $(git rev-parse HEAD 2>/dev/null || echo unknown), $(nproc) cores," \
+echo "pubsubd $(if [[ -n ${SERVER_BIN:-} ]]; then echo "server $SERVER_BIN, bench"; fi) $(git rev-parse HEAD 2>/dev/null || echo unknown), $(nproc) cores," \
 	"$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)," \
 	"payload 128 B, ${seconds} s per row, server and bench on the same machine$([[ ${ROLES:-0} == 1 ]] && echo ", keys with roles (bench.*)")"
 echo
