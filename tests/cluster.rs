@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::extra::metric;
-use common::redis::Redis;
+use common::redis::{Proxy, Redis};
 use common::{
     Server, ServerProcess, Ws, binary, create_topic, health, http, run, start_with, uuid,
     wait_child_within, wait_until,
@@ -946,6 +946,42 @@ fn an_outage_is_logged_once_not_once_per_attempt() {
     let unreachable = out.stderr.matches("is unreachable").count();
     assert_eq!(unreachable, 1, "one warning per outage: {}", out.stderr);
     drop(redis);
+}
+
+/// A publish Redis did and answered is acked even when the link closes
+/// right behind the answer: the node reads what its sockets already hold
+/// before it gives the link up (it used to drop those answers and refuse
+/// the publish with `UNAVAILABLE`, although its event was then delivered).
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn an_answer_read_together_with_the_links_end_still_counts() {
+    let redis = Redis::start_persistent();
+    let proxy = Proxy::start(&redis);
+    let a = node_at(&proxy.url(), |_| {});
+    create_topic(a.addr, "orders");
+    let mut sub = Ws::connect(a.addr);
+    sub.subscribe("orders", "s", 0);
+    let mut publisher = Ws::connect(a.addr);
+    publish_numbered(&mut publisher, "orders", [1]);
+    expect_events(&mut sub, "orders", [1]);
+
+    proxy.hold();
+    publisher.send(json!({"type":"publish","topic":"orders","request_id":"p2",
+        "message":{"id":uuid(),"payload":{"n":2}}}));
+    // Its answer (seq 2) waits in the proxy.
+    proxy.wait_held(b":2\r\n");
+    proxy.cut();
+    let ack = publisher.recv_skip_heartbeat();
+    assert_eq!(
+        (&ack["type"], &ack["request_id"], &ack["seq"]),
+        (&json!("ack"), &json!("p2"), &json!(2)),
+        "{ack}"
+    );
+    wait_reconnected(a.addr, 0);
+    expect_events(&mut sub, "orders", [2]);
+    publish_numbered(&mut publisher, "orders", [3]);
+    expect_events(&mut sub, "orders", [3]);
+    sub.ping();
 }
 
 /// One publish of a [`Pipelined`] publisher: `{"n":n}`, when it was sent
