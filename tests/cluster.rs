@@ -8,12 +8,15 @@
 
 mod common;
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::extra::metric;
-use common::redis::Redis;
+use common::redis::{Proxy, Redis};
 use common::{
     Server, ServerProcess, Ws, binary, create_topic, health, http, run, start_with, uuid,
     wait_child_within, wait_until,
@@ -664,16 +667,22 @@ fn publish_in_redis(
     redis.pipeline(&commands)
 }
 
+/// Two nodes keeping `history` events per topic, and the topic `orders`.
+fn two_nodes_with_orders(redis: &Redis, history: usize) -> (Server, Server) {
+    let (a, b) = (
+        node(redis, |c| c.history = history),
+        node(redis, |c| c.history = history),
+    );
+    create_topic(a.addr, "orders");
+    (a, b)
+}
+
 #[test]
 #[ignore = "needs redis-server: scripts/test.sh"]
 fn with_persistence_a_restart_keeps_history_and_gaps_are_filled_or_reported() {
     let mut redis = Redis::start_persistent();
     const HISTORY: usize = 5;
-    let (a, b) = (
-        node(&redis, |c| c.history = HISTORY),
-        node(&redis, |c| c.history = HISTORY),
-    );
-    create_topic(a.addr, "orders");
+    let (a, b) = two_nodes_with_orders(&redis, HISTORY);
     let mut on_b = Ws::connect(b.addr);
     let epoch = on_b.subscribe("orders", "sb", 0)["epoch"].clone();
     let mut publisher = Ws::connect(a.addr);
@@ -937,4 +946,348 @@ fn an_outage_is_logged_once_not_once_per_attempt() {
     let unreachable = out.stderr.matches("is unreachable").count();
     assert_eq!(unreachable, 1, "one warning per outage: {}", out.stderr);
     drop(redis);
+}
+
+/// A publish Redis did and answered is acked even when the link closes
+/// right behind the answer: the node reads what its sockets already hold
+/// before it gives the link up (it used to drop those answers and refuse
+/// the publish with `UNAVAILABLE`, although its event was then delivered).
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn an_answer_read_together_with_the_links_end_still_counts() {
+    let redis = Redis::start_persistent();
+    let proxy = Proxy::start(&redis);
+    let a = node_at(&proxy.url(), |_| {});
+    create_topic(a.addr, "orders");
+    let mut sub = Ws::connect(a.addr);
+    sub.subscribe("orders", "s", 0);
+    let mut publisher = Ws::connect(a.addr);
+    publish_numbered(&mut publisher, "orders", [1]);
+    expect_events(&mut sub, "orders", [1]);
+
+    proxy.hold();
+    publisher.send(json!({"type":"publish","topic":"orders","request_id":"p2",
+        "message":{"id":uuid(),"payload":{"n":2}}}));
+    // Its answer (seq 2) waits in the proxy.
+    proxy.wait_held(b":2\r\n");
+    proxy.cut();
+    let ack = publisher.recv_skip_heartbeat();
+    assert_eq!(
+        (&ack["type"], &ack["request_id"], &ack["seq"]),
+        (&json!("ack"), &json!("p2"), &json!(2)),
+        "{ack}"
+    );
+    wait_reconnected(a.addr, 0);
+    expect_events(&mut sub, "orders", [2]);
+    publish_numbered(&mut publisher, "orders", [3]);
+    expect_events(&mut sub, "orders", [3]);
+    sub.ping();
+}
+
+/// One publish of a [`Pipelined`] publisher: `{"n":n}`, when it was sent
+/// and answered, and the answer: `Ok(seq)` for an ack, `Err(code)` for an error.
+#[derive(Debug)]
+struct Sent {
+    n: u64,
+    sent: Instant,
+    answered: Instant,
+    answer: Result<u64, String>,
+}
+
+/// A publisher on its own thread that keeps `window` publishes of `{"n":k}`
+/// (k = 1, 2, …) in flight until stopped, and records every answer, whether
+/// ack or error. After a refusal it waits 1 ms before the next publish, so
+/// an outage is not a busy loop.
+struct Pipelined {
+    stop: Arc<AtomicBool>,
+    /// Acks and refusals so far.
+    counts: Arc<[AtomicU64; 2]>,
+    thread: JoinHandle<Vec<Sent>>,
+}
+
+impl Pipelined {
+    fn start(addr: SocketAddr, topic: &'static str, window: usize) -> Pipelined {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let (stop_flag, counted) = (stop.clone(), counts.clone());
+        let thread = std::thread::spawn(move || {
+            let mut ws = Ws::connect(addr);
+            let mut in_flight = VecDeque::new();
+            let mut log = Vec::new();
+            let mut n = 0;
+            loop {
+                while in_flight.len() < window && !stop_flag.load(Ordering::Relaxed) {
+                    n += 1;
+                    in_flight.push_back((n, Instant::now()));
+                    ws.send(json!({"type":"publish","topic":topic,"request_id":n,
+                        "message":{"id":uuid(),"payload":{"n":n}}}));
+                }
+                let Some((k, sent)) = in_flight.pop_front() else {
+                    return log;
+                };
+                let answer = ws.recv_skip_heartbeat();
+                let answered = Instant::now();
+                assert_eq!(answer["request_id"], k, "answers in order: {answer}");
+                let answer = match answer["type"].as_str() {
+                    Some("ack") => Ok(answer["seq"].as_u64().expect("an ack with a seq")),
+                    Some("error") => Err(answer["error"]["code"].to_string()),
+                    _ => panic!("not an answer to publish {k}: {answer}"),
+                };
+                counted[usize::from(answer.is_err())].fetch_add(1, Ordering::Release);
+                if answer.is_err() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                log.push(Sent {
+                    n: k,
+                    sent,
+                    answered,
+                    answer,
+                });
+            }
+        });
+        Pipelined {
+            stop,
+            counts,
+            thread,
+        }
+    }
+
+    fn acked(&self) -> u64 {
+        self.counts[0].load(Ordering::Acquire)
+    }
+
+    fn refused(&self) -> u64 {
+        self.counts[1].load(Ordering::Acquire)
+    }
+
+    /// Stops publishing; every publish's answer, in publish order.
+    fn finish(self) -> Vec<Sent> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the publisher thread")
+    }
+}
+
+/// A subscriber on its own thread, keeping every message but heartbeats
+/// until the event whose payload is `{"end":true}`.
+fn read_until_end(mut ws: Ws) -> JoinHandle<(Ws, Vec<Value>)> {
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        loop {
+            let m = ws.recv_skip_heartbeat();
+            let end = m["type"] == "event" && m["message"]["payload"]["end"] == true;
+            got.push(m);
+            if end {
+                return (ws, got);
+            }
+        }
+    })
+}
+
+/// Redis SIGKILLed while a publisher on A keeps publishes in flight, then
+/// restarted from its append-only file (fsynced on every write): the nodes
+/// do not crash, refuse publishes with `UNAVAILABLE` while it is down, keep
+/// their subscribers, and afterwards every subscriber on either node has
+/// every acked event once, in seq order, no `events_lost`, and no event of a
+/// publish sent once Redis was dead.
+///
+/// One refusal is not "nothing happened": a publish already in Redis's hands
+/// when it died may have been done (numbered, appended to the file) with
+/// its answer lost with Redis. The node cannot tell, refuses it, and it is
+/// delivered from the history after the restart. That happens in most runs
+/// (Redis spends its time in the fsync between running the scripts and
+/// answering, and SIGKILL lands there); the test allows it for publishes
+/// sent before Redis was reaped only, and prints how many it saw.
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn redis_sigkilled_mid_stream_and_restarted_from_its_aof_loses_no_acked_event() {
+    let mut redis = Redis::start_persistent();
+    // Far more than the test publishes: nothing may fall out of the history.
+    let (a, b) = two_nodes_with_orders(&redis, 100_000);
+    // One subscriber on the publishing node, two on the other.
+    let on = [a.addr, b.addr, b.addr];
+    let subscribers: Vec<_> = on
+        .iter()
+        .map(|&addr| {
+            let mut ws = Ws::connect(addr);
+            ws.subscribe("orders", &uuid(), 0);
+            read_until_end(ws)
+        })
+        .collect();
+    let publisher = Pipelined::start(a.addr, "orders", 8);
+    wait_until("200 acks before the kill", || publisher.acked() >= 200);
+
+    let reconnects = [a.addr, b.addr].map(|n| metric(n, "pubsubd_redis_reconnects_total"));
+    let killing = Instant::now();
+    redis.kill();
+    // Reaped: nothing sent from here on can have reached Redis.
+    let dead = Instant::now();
+    for (addr, local) in [(a.addr, 1), (b.addr, 2)] {
+        wait_redis(addr, "down");
+        assert_eq!(health(addr)["status"], "degraded");
+        assert_eq!(
+            metric(addr, "pubsubd_subscriptions"),
+            local,
+            "{addr} keeps its subscribers while Redis is down"
+        );
+    }
+    let refused = publisher.refused();
+    wait_until("publishes refused while Redis is down", || {
+        publisher.refused() >= refused + 20
+    });
+    let mut on_b = Ws::connect(b.addr);
+    let answer = on_b.publish("orders", json!({"n": 0}));
+    assert_eq!(answer["error"]["code"], "UNAVAILABLE", "{answer}");
+
+    redis.restart();
+    wait_reconnected(a.addr, reconnects[0]);
+    wait_reconnected(b.addr, reconnects[1]);
+    let acked = publisher.acked();
+    wait_until("200 acks after the restart", || {
+        publisher.acked() >= acked + 200
+    });
+    let log = publisher.finish();
+    let end = on_b.publish("orders", json!({"end": true}));
+    assert_eq!(end["type"], "ack", "{end}");
+    let end = end["seq"].as_u64().unwrap();
+
+    // The publisher's side: acks or UNAVAILABLE, acks in rising seq order,
+    // and the kill did meet publishes in flight.
+    let mut last_ack = 0;
+    for s in &log {
+        match &s.answer {
+            Ok(seq) => {
+                assert!(
+                    *seq > last_ack,
+                    "publish {} acked with seq {seq} after {last_ack}",
+                    s.n
+                );
+                last_ack = *seq;
+            }
+            Err(code) => assert_eq!(code, "\"UNAVAILABLE\"", "publish {}", s.n),
+        }
+    }
+    let in_flight: Vec<&Sent> = log
+        .iter()
+        .filter(|s| s.sent < killing && s.answered > killing)
+        .collect();
+    assert!(
+        !in_flight.is_empty(),
+        "no publish was in flight at the kill"
+    );
+    assert!(
+        log.iter().any(|s| s.sent > dead && s.answer.is_err()),
+        "no publish was refused while Redis was down"
+    );
+    let answer_of: HashMap<u64, &Sent> = log.iter().map(|s| (s.n, s)).collect();
+
+    let mut seen = Vec::new();
+    for (i, sub) in subscribers.into_iter().enumerate() {
+        let (mut ws, got) = sub.join().expect("a subscriber thread");
+        let mut events: Vec<(u64, u64)> = Vec::new();
+        let mut lost: Vec<(u64, u64)> = Vec::new();
+        for m in &got {
+            match (m["type"].as_str(), m["msg"].as_str()) {
+                (Some("event"), _) => {
+                    assert_eq!(m["topic"], "orders", "{m}");
+                    let seq = m["seq"].as_u64().expect("a seq");
+                    let n = m["message"]["payload"]["n"].as_u64().unwrap_or(0);
+                    events.push((seq, n));
+                }
+                (Some("info"), Some("events_lost")) => {
+                    assert_eq!(m["topic"], "orders", "{m}");
+                    let range = (
+                        m["from_seq"].as_u64().unwrap(),
+                        m["to_seq"].as_u64().unwrap(),
+                    );
+                    assert!(range.0 <= range.1, "{m}");
+                    lost.push(range);
+                }
+                _ => panic!("subscriber {i} (on {}): unexpected {m}", on[i]),
+            }
+        }
+        // Strictly rising seqs (so no duplicate), and with the events_lost
+        // ranges they cover 1..=end, each seq once.
+        let mut next = 1;
+        let (mut e, mut l) = (events.iter().peekable(), lost.iter().peekable());
+        while next <= end {
+            if let Some(&&(seq, _)) = e.peek()
+                && seq == next
+            {
+                e.next();
+                next += 1;
+            } else if let Some(&&(from, to)) = l.peek()
+                && from == next
+            {
+                l.next();
+                next = to + 1;
+            } else {
+                panic!(
+                    "subscriber {i}: seq {next} neither delivered nor reported lost \
+                     (events {events:?}, lost {lost:?})"
+                );
+            }
+        }
+        assert!(
+            e.next().is_none() && l.next().is_none(),
+            "subscriber {i}: out of order, doubled or past the end: events {events:?}, lost {lost:?}"
+        );
+        // Each event is its publish's: the acked seq, or a publish that was
+        // in flight when Redis died (done in Redis, its answer lost with it).
+        // Never one refused once Redis was dead.
+        for &(seq, n) in events.iter().filter(|&&(seq, _)| seq != end) {
+            let s = answer_of
+                .get(&n)
+                .unwrap_or_else(|| panic!("subscriber {i}: seq {seq} carries unknown n {n}"));
+            match s.answer {
+                Ok(acked) => assert_eq!(acked, seq, "subscriber {i}: publish {n}"),
+                Err(_) => assert!(
+                    s.sent < dead,
+                    "subscriber {i}: seq {seq} is publish {n}, refused after Redis died"
+                ),
+            }
+        }
+        assert!(
+            events.windows(2).all(|w| w[0].1 < w[1].1 || w[1].0 == end),
+            "subscriber {i}: not in publish order"
+        );
+        // Every acked publish is delivered, as the event its ack numbered,
+        // unless its seq was reported lost.
+        let at: HashMap<u64, u64> = events.iter().copied().collect();
+        for s in &log {
+            if let Ok(seq) = s.answer
+                && !lost.iter().any(|&(from, to)| (from..=to).contains(&seq))
+            {
+                assert_eq!(at.get(&seq), Some(&s.n), "subscriber {i}: acked seq {seq}");
+            }
+        }
+        // appendfsync always and a history larger than the stream: nothing
+        // acked may be lost.
+        assert!(lost.is_empty(), "subscriber {i}: events_lost {lost:?}");
+        ws.ping();
+        seen.push(events);
+    }
+    for (i, events) in seen.iter().enumerate().skip(1) {
+        assert!(
+            events == &seen[0],
+            "subscriber {i} saw another stream than subscriber 0"
+        );
+    }
+    let refused_in_flight: Vec<u64> = in_flight
+        .iter()
+        .filter(|s| s.answer.is_err())
+        .map(|s| s.n)
+        .collect();
+    let done_anyway: Vec<u64> = seen[0]
+        .iter()
+        .map(|&(_, n)| n)
+        .filter(|n| refused_in_flight.contains(n))
+        .collect();
+    eprintln!(
+        "{} published ({} acked), {} in flight at the kill: {} refused, of which done in Redis anyway: {:?}",
+        log.len(),
+        log.iter().filter(|s| s.answer.is_ok()).count(),
+        in_flight.len(),
+        refused_in_flight.len(),
+        done_anyway
+    );
 }

@@ -169,6 +169,35 @@ impl Engine {
         self.events.push(Event::Up);
     }
 
+    /// A link broke (Redis closed or reset it, a write failed): what Redis
+    /// answered before it went still counts. The command link's replies
+    /// already read, or still in its socket, are taken first, so a publish
+    /// Redis did and answered gets its ack instead of `UNAVAILABLE` (and is
+    /// not then delivered from the history as if it had been refused).
+    /// Either link may be the first to see the end: the other's socket can
+    /// still hold replies. Only while linked: during the set-up a late
+    /// answer would bring the link up just to take it down.
+    fn link_lost(&mut self, registry: &Registry, now: Instant, why: &str) {
+        if self.stats.up {
+            if let Some(socket) = self.cmd.socket.as_mut() {
+                let mut scratch = [0u8; 16 * 1024];
+                while let Io::Progress(n) = io::read(socket, &mut scratch) {
+                    self.cmd.inbuf.extend_from_slice(&scratch[..n]);
+                }
+            }
+            while let Decoded::Value(value, used) = resp::decode(&self.cmd.inbuf) {
+                self.cmd.inbuf.drain(..used);
+                if self.on_reply(value, now).is_err() {
+                    break;
+                }
+            }
+        }
+        self.link_failed(registry, now, why);
+    }
+
+    /// A link cannot be used (broken, or Redis said something it must not):
+    /// both are dropped, every request still waiting fails, and a
+    /// reconnection is scheduled.
     fn link_failed(&mut self, registry: &Registry, now: Instant, why: &str) {
         if !self.down_logged {
             log::warn!(
@@ -230,7 +259,7 @@ impl Engine {
             pump(link, scratch)
         };
         if let Err(why) = result {
-            return self.link_failed(registry, now, &why);
+            return self.link_lost(registry, now, &why);
         }
         loop {
             let link = if on_cmd { &mut self.cmd } else { &mut self.sub };
@@ -263,7 +292,7 @@ impl Engine {
                 continue;
             }
             if let Err(why) = write_out(link) {
-                return self.link_failed(registry, now, &why);
+                return self.link_lost(registry, now, &why);
             }
         }
     }

@@ -2,12 +2,18 @@
 //! port in a directory of its own, killed (SIGKILL, by its PID) and restarted
 //! on the same port on demand, and always stopped when dropped, even when the
 //! test fails. A missing `redis-server` is a test failure, never a skip.
+//! And a proxy in front of it that can hold Redis's answers back, then
+//! deliver them and hang up, for what a node does with answers that arrive
+//! together with the end of its link.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pubsubd::engine::resp::{self, Decoded, Value};
@@ -282,5 +288,163 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TCP proxy in front of a Redis that can hold back Redis's side (what
+/// Redis sends waits in the proxy while the nodes' requests still reach
+/// it), then hand it all over and hang up every link at once: a Redis that
+/// answered and went away before the node read the answers.
+pub struct Proxy {
+    pub port: u16,
+    mode: Arc<AtomicU8>,
+    /// Everything held back since `hold`.
+    held: Arc<Mutex<Vec<u8>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+const FORWARD: u8 = 0;
+const HOLD: u8 = 1;
+const CUT: u8 = 2;
+const STOP: u8 = 3;
+
+/// One node connection through the proxy, and what Redis sent it that is held back.
+struct Pair {
+    node: TcpStream,
+    redis: TcpStream,
+    held: Vec<u8>,
+}
+
+/// Everything the socket has now; `None` at its end.
+fn read_now(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(got),
+            Err(_) => return None,
+        }
+    }
+}
+
+fn write_blocking(s: &mut TcpStream, data: &[u8]) -> bool {
+    data.is_empty()
+        || (s.set_nonblocking(false).is_ok()
+            && s.write_all(data).is_ok()
+            && s.set_nonblocking(true).is_ok())
+}
+
+impl Proxy {
+    pub fn start(redis: &Redis) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = redis.port;
+        let mode = Arc::new(AtomicU8::new(FORWARD));
+        let shared = mode.clone();
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let held_log = held.clone();
+        let thread = std::thread::spawn(move || {
+            let mut pairs: Vec<Pair> = Vec::new();
+            loop {
+                while let Ok((node, _)) = listener.accept() {
+                    let Ok(redis) = TcpStream::connect(("127.0.0.1", target)) else {
+                        continue;
+                    };
+                    for s in [&node, &redis] {
+                        s.set_nonblocking(true).unwrap();
+                        s.set_nodelay(true).unwrap();
+                    }
+                    pairs.push(Pair {
+                        node,
+                        redis,
+                        held: Vec::new(),
+                    });
+                }
+                match shared.load(Ordering::Acquire) {
+                    STOP => return,
+                    CUT => {
+                        // Every held answer is delivered before any link
+                        // closes; the last opened (a node's subscribe link)
+                        // closes first.
+                        for p in &mut pairs {
+                            let held = std::mem::take(&mut p.held);
+                            write_blocking(&mut p.node, &held);
+                        }
+                        for p in pairs.drain(..).rev() {
+                            let _ = p.node.shutdown(std::net::Shutdown::Both);
+                        }
+                        shared.store(FORWARD, Ordering::Release);
+                        continue;
+                    }
+                    _ => {}
+                }
+                let hold = shared.load(Ordering::Acquire) == HOLD;
+                pairs.retain_mut(|p| {
+                    let Some(up) = read_now(&mut p.node) else {
+                        return false;
+                    };
+                    let Some(down) = read_now(&mut p.redis) else {
+                        return false;
+                    };
+                    p.held.extend_from_slice(&down);
+                    if hold {
+                        held_log.lock().unwrap().extend_from_slice(&down);
+                    }
+                    let delivered =
+                        hold || write_blocking(&mut p.node, &std::mem::take(&mut p.held));
+                    write_blocking(&mut p.redis, &up) && delivered
+                });
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        Proxy {
+            port,
+            mode,
+            held,
+            thread: Some(thread),
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT` of the proxy.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// From now on what Redis sends waits in the proxy.
+    pub fn hold(&self) {
+        self.held.lock().unwrap().clear();
+        self.mode.store(HOLD, Ordering::Release);
+    }
+
+    /// Waits until what the proxy holds back contains `what`.
+    pub fn wait_held(&self, what: &[u8]) {
+        super::wait_until(&format!("the proxy to hold {what:?}"), || {
+            self.held
+                .lock()
+                .unwrap()
+                .windows(what.len())
+                .any(|w| w == what)
+        });
+    }
+
+    /// Hands over what was held, then closes every link (and forwards again
+    /// for the links that come next).
+    pub fn cut(&self) {
+        self.mode.store(CUT, Ordering::Release);
+        super::wait_until("the proxy to cut its links", || {
+            self.mode.load(Ordering::Acquire) == FORWARD
+        });
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.mode.store(STOP, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
