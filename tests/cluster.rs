@@ -614,7 +614,10 @@ fn scripts_run_by_digest_and_a_flushed_script_cache_heals_after_one_refusal() {
             assert_eq!(refused, 1, "refused more than once: {answer}");
             continue;
         }
-        assert_eq!((&answer["type"], &answer["seq"]), (&json!("ack"), &json!(n)));
+        assert_eq!(
+            (&answer["type"], &answer["seq"]),
+            (&json!("ack"), &json!(n))
+        );
         n += 1;
     }
     expect_events(&mut sub, "orders", 1..=6);
