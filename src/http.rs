@@ -205,25 +205,23 @@ pub fn response(
     Bytes::from(out)
 }
 
-/// A JSON response.
-pub fn json(status: u16, extra_headers: &[(&str, &str)], body: &[u8], close: bool) -> Bytes {
-    response(status, "application/json", extra_headers, body, close)
+/// The body of a refusal answered over HTTP: `{"error":"…"}`.
+pub fn refusal_body(why: &Refusal) -> Vec<u8> {
+    serde_json::json!({ "error": why.message() })
+        .to_string()
+        .into_bytes()
 }
 
-/// `{"error":"…"}` with the given status.
-pub fn json_error(
-    status: u16,
-    extra_headers: &[(&str, &str)],
-    message: &str,
-    close: bool,
-) -> Bytes {
-    let body = serde_json::json!({ "error": message }).to_string();
-    json(status, extra_headers, body.as_bytes(), close)
-}
-
-/// The answer to a refused HTTP request: `{"error":"…"}` with its status.
+/// The answer to a refused HTTP request: its status, headers and body.
 pub fn refusal(why: &Refusal, close: bool) -> Bytes {
-    json_error(why.status(), why.headers(), &why.message(), close)
+    let body = refusal_body(why);
+    response(
+        why.status(),
+        "application/json",
+        why.headers(),
+        &body,
+        close,
+    )
 }
 
 /// Why a WebSocket handshake is refused, or `None` when it is valid.

@@ -3,10 +3,11 @@
 //! reference-count bumps); the frames themselves come from [`crate::wire::frame`].
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Write};
+use std::io::{IoSlice, Write};
 
 use bytes::Bytes;
 
+use crate::io::Io;
 use crate::wire::recycle;
 
 // Where the server's loop has always found them.
@@ -146,15 +147,13 @@ impl Outbound {
                 slices[n] = IoSlice::new(&chunk.bytes()[start..]);
                 n += 1;
             }
-            match sink.write_vectored(&slices[..n]) {
-                Ok(0) => return Flush::Closed,
-                Ok(written) => {
+            match crate::io::write_vectored(sink, &slices[..n]) {
+                Io::Progress(written) => {
                     written_total += written;
                     self.consume(written);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Pending,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return Flush::Closed,
+                Io::WouldBlock => return Flush::Pending,
+                Io::Closed | Io::Failed(_) => return Flush::Closed,
             }
         }
         self.release();
@@ -192,6 +191,7 @@ impl Outbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
 
     fn frame_of(kind: Kind, n: usize) -> (Bytes, Kind) {
         (Bytes::from(vec![b'x'; n]), kind)
@@ -264,6 +264,36 @@ mod tests {
         assert_eq!(out.flush_to(&mut sink, usize::MAX), Flush::Drained);
         assert_eq!(sink.got, b"ack1 ack2 ack3 late ");
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_flush_retries_an_interrupt_and_reports_a_gone_peer() {
+        /// A sink that answers with `script`, one result per write.
+        struct Script(Vec<io::Result<usize>>);
+        impl Write for Script {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                self.0.remove(0)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let interrupted = || Err(io::ErrorKind::Interrupted.into());
+        for (script, want) in [
+            (vec![interrupted(), Ok(5)], Flush::Drained),
+            (vec![Ok(2), interrupted(), Ok(3)], Flush::Drained),
+            (vec![Ok(0)], Flush::Closed),
+            (vec![Err(io::ErrorKind::BrokenPipe.into())], Flush::Closed),
+            (
+                vec![Err(io::ErrorKind::PermissionDenied.into())],
+                Flush::Closed,
+            ),
+            (vec![Err(io::ErrorKind::WouldBlock.into())], Flush::Pending),
+        ] {
+            let mut out = Outbound::default();
+            out.push(Bytes::from_static(b"hello"), Kind::Event);
+            assert_eq!(out.flush_to(&mut Script(script), usize::MAX), want);
+        }
     }
 
     #[test]

@@ -53,6 +53,50 @@ pub enum Refusal {
     RequestTimeout,
     /// A new WebSocket while the server is shutting down.
     ShuttingDown,
+    /// A method the route does not serve (`/ws` and every REST route).
+    MethodNotAllowed(Allow),
+
+    // ---- a REST call the routes refuse: answered, never counted ----
+    /// A path no route serves.
+    NoRoute,
+    /// A topic route naming a topic that does not exist: REST's terse
+    /// answer (the WebSocket's [`Refusal::TopicNotFound`] says how to create it).
+    NoSuchTopic,
+    /// `POST /topics` for a topic that already exists.
+    TopicExists,
+    /// A `POST /topics` body that does not name a valid topic (the text says why).
+    BadBody(Cow<'static, str>),
+    /// Cluster mode: a create or delete Redis could not carry out (REST's
+    /// terse answer to what the WebSocket calls [`Refusal::Unavailable`]).
+    EngineDown,
+
+    // ---- a client's close frame the server answers, then hangs up ----
+    /// A close code an endpoint may not send (RFC 6455 §7.4), answered in
+    /// tungstenite's words as the server always has; not counted.
+    UnsendableCloseCode,
+}
+
+/// The methods a route serves: the `Allow` header of its 405.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allow {
+    Get,
+    GetPost,
+    GetDelete,
+}
+
+impl Allow {
+    fn headers(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Allow::Get => &[("Allow", "GET")],
+            Allow::GetPost => &[("Allow", "GET, POST")],
+            Allow::GetDelete => &[("Allow", "GET, DELETE")],
+        }
+    }
+
+    /// The methods, as the `Allow` header lists them.
+    pub fn methods(self) -> &'static str {
+        self.headers()[0].1
+    }
 }
 
 /// Metric labels of `pubsubd_rejected_total`, one per counted kind of refusal.
@@ -106,6 +150,15 @@ impl Refusal {
             Refusal::MaxConnections => "server at max connections, try again later".into(),
             Refusal::RequestTimeout => "request timeout".into(),
             Refusal::ShuttingDown => "server shutting down".into(),
+            Refusal::MethodNotAllowed(allow) => {
+                Cow::Owned(format!("method not allowed: use {}", allow.methods()))
+            }
+            Refusal::NoRoute => "not found".into(),
+            Refusal::NoSuchTopic => "topic not found".into(),
+            Refusal::TopicExists => "topic already exists".into(),
+            Refusal::BadBody(m) => Cow::Borrowed(m),
+            Refusal::EngineDown => "unavailable".into(),
+            Refusal::UnsendableCloseCode => "a close code an endpoint may not send".into(),
         }
     }
 
@@ -128,7 +181,7 @@ impl Refusal {
             Refusal::SlowConsumer => Some(1008),
             Refusal::MessageTooBig => Some(1009),
             Refusal::InvalidUtf8 => Some(1007),
-            Refusal::ProtocolViolation => Some(1002),
+            Refusal::ProtocolViolation | Refusal::UnsendableCloseCode => Some(1002),
             Refusal::IdleTimeout | Refusal::ServerShutdown => Some(1001),
             _ => None,
         }
@@ -138,6 +191,7 @@ impl Refusal {
     pub fn close_reason(&self) -> &'static str {
         match self {
             Refusal::SlowConsumer => "slow consumer",
+            Refusal::UnsendableCloseCode => "Protocol violation",
             Refusal::MessageTooBig => "message too big",
             Refusal::InvalidUtf8 => "invalid UTF-8 in a text frame",
             Refusal::ProtocolViolation => "protocol error",
@@ -150,13 +204,15 @@ impl Refusal {
     /// The HTTP status, for refusals answered over HTTP.
     pub fn status(&self) -> u16 {
         match self {
-            Refusal::TopicNotFound(_) => 404,
+            Refusal::TopicNotFound(_) | Refusal::NoRoute | Refusal::NoSuchTopic => 404,
+            Refusal::MethodNotAllowed(_) => 405,
+            Refusal::TopicExists => 409,
             Refusal::HeadersTooLarge(_) => 431,
             Refusal::BodyTooLarge => 413,
             Refusal::ChunkedBody => 411,
             Refusal::Unauthorized => 401,
             Refusal::Forbidden(_) => 403,
-            Refusal::Unavailable => 503,
+            Refusal::Unavailable | Refusal::EngineDown => 503,
             Refusal::MaxConnections | Refusal::ShuttingDown => 503,
             Refusal::RequestTimeout => 408,
             _ => 400,
@@ -167,6 +223,7 @@ impl Refusal {
     pub fn headers(&self) -> &'static [(&'static str, &'static str)] {
         match self {
             Refusal::BadWebSocketVersion => &[("Sec-WebSocket-Version", "13")],
+            Refusal::MethodNotAllowed(allow) => allow.headers(),
             _ => &[],
         }
     }
@@ -192,6 +249,14 @@ impl Refusal {
             Refusal::IdleTimeout => "idle_timeout",
             // Counted elsewhere (slow-consumer disconnects) or not a refusal of the client's doing.
             Refusal::SlowConsumer | Refusal::ServerShutdown | Refusal::ShuttingDown => return None,
+            // Never counted: pubsubd_rejected_total has no label for them.
+            Refusal::MethodNotAllowed(_)
+            | Refusal::NoRoute
+            | Refusal::NoSuchTopic
+            | Refusal::TopicExists
+            | Refusal::BadBody(_)
+            | Refusal::EngineDown
+            | Refusal::UnsendableCloseCode => return None,
         };
         LABELS.iter().position(|l| *l == label)
     }
@@ -258,5 +323,67 @@ mod tests {
             Refusal::TopicNotFound("orders".into()).message(),
             "topic 'orders' does not exist: create it with POST /topics"
         );
+    }
+
+    #[test]
+    fn rest_refusals_keep_their_answers_and_are_not_counted() {
+        let cases = [
+            (Refusal::NoRoute, 404, "not found"),
+            (Refusal::NoSuchTopic, 404, "topic not found"),
+            (Refusal::TopicExists, 409, "topic already exists"),
+            (
+                Refusal::BadBody("invalid JSON body: x".into()),
+                400,
+                "invalid JSON body: x",
+            ),
+            (Refusal::EngineDown, 503, "unavailable"),
+            (
+                Refusal::MethodNotAllowed(Allow::GetPost),
+                405,
+                "method not allowed: use GET, POST",
+            ),
+        ];
+        for (why, status, message) in cases {
+            assert_eq!(
+                (why.status(), &*why.message()),
+                (status, message),
+                "{why:?}"
+            );
+            assert_eq!(why.counter(), None, "{why:?}");
+            assert_eq!(why.close_code(), None, "{why:?}");
+            assert_eq!(why.error_code(), None, "{why:?}");
+        }
+        assert_eq!(Refusal::NoSuchTopic.headers(), &[]);
+    }
+
+    #[test]
+    fn method_not_allowed_names_the_methods_in_allow() {
+        for (allow, methods) in [
+            (Allow::Get, "GET"),
+            (Allow::GetPost, "GET, POST"),
+            (Allow::GetDelete, "GET, DELETE"),
+        ] {
+            assert_eq!(
+                Refusal::MethodNotAllowed(allow).headers(),
+                &[("Allow", methods)]
+            );
+        }
+        assert_eq!(
+            &crate::http::refusal(&Refusal::MethodNotAllowed(Allow::Get), false)[..],
+            b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\n\
+              Content-Length: 39\r\nAllow: GET\r\n\r\n\
+              {\"error\":\"method not allowed: use GET\"}"
+        );
+    }
+
+    #[test]
+    fn an_unsendable_close_code_is_answered_as_tungstenite_did() {
+        let why = Refusal::UnsendableCloseCode;
+        assert_eq!(
+            (why.close_code(), why.close_reason()),
+            (Some(1002), "Protocol violation")
+        );
+        assert_eq!(why.counter(), None);
+        assert_eq!(why.error_code(), None);
     }
 }

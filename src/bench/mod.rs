@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cli::endpoint::Endpoint;
 use crate::flags::{self, Opt, Token, Tokens};
+use crate::refusal::Refusal;
 use engine::{Engine, Plan, Role, Tally, Target};
 use report::render;
 
@@ -486,7 +487,8 @@ fn create_topics(
             Some(body.as_bytes()),
             Duration::from_secs(5),
         )?;
-        if !response.is_success() && response.status != 409 {
+        // A topic that exists already is as good as a new one.
+        if !response.is_success() && response.status != Refusal::TopicExists.status() {
             return Err(format!(
                 "creating topic {topic} failed: {}",
                 response.error_text()

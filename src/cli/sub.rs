@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tungstenite::Message;
+use tungstenite::protocol::frame::coding::CloseCode;
 
 use super::ws::{
     self, Received, Socket, close_text, describe, error_text, field, hang_up, is_timeout, receive,
@@ -172,7 +173,9 @@ impl Subscriber<'_> {
                     return match (server_error, &frame) {
                         (Some(error), _) => Ended::Dropped(Failure::Failed(error)),
                         (None, None) => self.closed("no close code"),
-                        (None, Some(f)) if matches!(u16::from(f.code), 1000 | 1001) => {
+                        (None, Some(f))
+                            if matches!(f.code, CloseCode::Normal | CloseCode::Away) =>
+                        {
                             self.closed(&close_text(&frame))
                         }
                         (None, Some(_)) => Ended::Dropped(Failure::Failed(format!(

@@ -359,8 +359,8 @@ impl Core {
                         c.topics.entry(topic.clone()).or_insert((0, 0));
                         rest::Reply::created(&topic)
                     }
-                    Ok(false) => rest::Reply::error(409, "topic already exists"),
-                    Err(_) => rest::Reply::error(503, "unavailable"),
+                    Ok(false) => rest::Reply::refused(Refusal::TopicExists),
+                    Err(_) => rest::Reply::refused(Refusal::EngineDown),
                 };
                 fx.reply(slot.conn, reply);
             }
@@ -370,8 +370,8 @@ impl Core {
                 };
                 let reply = match result {
                     Ok(true) => rest::Reply::deleted(&topic),
-                    Ok(false) => rest::Reply::error(404, "topic not found"),
-                    Err(_) => rest::Reply::error(503, "unavailable"),
+                    Ok(false) => rest::Reply::refused(Refusal::NoSuchTopic),
+                    Err(_) => rest::Reply::refused(Refusal::EngineDown),
                 };
                 if result == Ok(true) {
                     self.topic_gone(&topic, ts, fx);
@@ -647,12 +647,12 @@ impl Core {
                 .and_then(crate::http::percent_decode)
             {
                 Some(name) => RestOp::Delete(name.into()),
-                None => return Some(rest::Reply::error(404, "topic not found")),
+                None => return Some(rest::Reply::refused(Refusal::NoSuchTopic)),
             },
             _ => return None,
         };
         if !c.up {
-            return Some(rest::Reply::error(503, "unavailable"));
+            return Some(rest::Reply::refused(Refusal::EngineDown));
         }
         let slot = c.slot(conn);
         let command = match &op {

@@ -9,13 +9,13 @@ use crate::dashboard;
 use crate::http::{self, Request};
 use crate::metrics::{self, Counters, Gauges, IoCounters};
 use crate::protocol::valid_topic;
+use crate::refusal::{Allow, Refusal};
 
 /// A route's answer.
 pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
-    pub allow: Option<&'static str>,
     /// Further response headers.
     pub headers: &'static [(&'static str, &'static str)],
     /// A deleted topic and the connections subscribed to it, to be told.
@@ -30,7 +30,6 @@ impl Reply {
             status,
             content_type: "application/json",
             body: body.to_string().into_bytes(),
-            allow: None,
             headers: &[],
             deleted: None,
             pending: false,
@@ -52,15 +51,17 @@ impl Reply {
         Reply::json(200, json!({ "status": "deleted", "topic": name }))
     }
 
-    pub fn error(status: u16, message: &str) -> Reply {
-        Reply::json(status, json!({ "error": message }))
+    /// `{"error":"…"}` with the refusal's status and headers.
+    pub fn refused(why: Refusal) -> Reply {
+        Reply {
+            headers: why.headers(),
+            body: http::refusal_body(&why),
+            ..Reply::json(why.status(), json!(null))
+        }
     }
 
-    fn not_allowed(allow: &'static str) -> Reply {
-        Reply {
-            allow: Some(allow),
-            ..Reply::error(405, &format!("method not allowed: use {allow}"))
-        }
+    fn not_allowed(allow: Allow) -> Reply {
+        Reply::refused(Refusal::MethodNotAllowed(allow))
     }
 }
 
@@ -87,15 +88,15 @@ pub fn route(
                 None => list_topics(broker),
             },
             "POST" => create_topic(&req.body, broker),
-            _ => Reply::not_allowed("GET, POST"),
+            _ => Reply::not_allowed(Allow::GetPost),
         },
         "/health" => match method {
             "GET" => health(broker, view, cluster),
-            _ => Reply::not_allowed("GET"),
+            _ => Reply::not_allowed(Allow::Get),
         },
         "/stats" => match method {
             "GET" => stats(broker, counters, view),
-            _ => Reply::not_allowed("GET"),
+            _ => Reply::not_allowed(Allow::Get),
         },
         "/metrics" => match method {
             "GET" => Reply {
@@ -104,7 +105,7 @@ pub fn route(
                     .into_bytes(),
                 ..Reply::json(200, json!(null))
             },
-            _ => Reply::not_allowed("GET"),
+            _ => Reply::not_allowed(Allow::Get),
         },
         "/dashboard" => match method {
             "GET" => Reply {
@@ -113,22 +114,22 @@ pub fn route(
                 headers: dashboard::HEADERS,
                 ..Reply::json(200, json!(null))
             },
-            _ => Reply::not_allowed("GET"),
+            _ => Reply::not_allowed(Allow::Get),
         },
         "/" => match method {
             "GET" => Reply {
                 headers: dashboard::REDIRECT_HEADERS,
                 ..Reply::json(302, json!({ "location": "dashboard" }))
             },
-            _ => Reply::not_allowed("GET"),
+            _ => Reply::not_allowed(Allow::Get),
         },
         path => match path.strip_prefix("/topics/") {
             Some(name) => match method {
                 "GET" => topic_detail(name, broker, cluster),
                 "DELETE" => delete_topic(name, broker),
-                _ => Reply::not_allowed("GET, DELETE"),
+                _ => Reply::not_allowed(Allow::GetDelete),
             },
-            None => Reply::error(404, "not found"),
+            None => Reply::refused(Refusal::NoRoute),
         },
     }
 }
@@ -185,7 +186,7 @@ fn list_cluster_topics(c: &Cluster) -> Reply {
 
 fn topic_detail(raw_name: &str, broker: &Broker, cluster: Option<&Cluster>) -> Reply {
     let Some(name) = http::percent_decode(raw_name) else {
-        return Reply::error(404, "topic not found");
+        return Reply::refused(Refusal::NoSuchTopic);
     };
     // Cluster mode: the cluster's seq and subscriptions (from the last sync).
     let shared = cluster.and_then(|c| c.topics.get(name.as_str()).copied());
@@ -196,7 +197,7 @@ fn topic_detail(raw_name: &str, broker: &Broker, cluster: Option<&Cluster>) -> R
                 200,
                 json!({ "name": name, "subscribers": subs, "messages": seq, "seq": seq }),
             ),
-            None => Reply::error(404, "topic not found"),
+            None => Reply::refused(Refusal::NoSuchTopic),
         };
     };
     // The history as this node keeps (or, in cluster mode, mirrors) it.
@@ -220,26 +221,28 @@ fn topic_detail(raw_name: &str, broker: &Broker, cluster: Option<&Cluster>) -> R
     )
 }
 
-/// The valid topic name of a `POST /topics` body, or the 400 that refuses it.
+/// The valid topic name of a `POST /topics` body, or the answer that refuses it.
 #[allow(clippy::result_large_err)] // Once per create; no hot path.
 pub fn topic_name(body: &[u8]) -> Result<String, Reply> {
     let value: serde_json::Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(e) => return Err(Reply::error(400, &format!("invalid JSON body: {e}"))),
+        Err(e) => return Err(bad_body(format!("invalid JSON body: {e}"))),
     };
     let Some(name) = value.get("name").and_then(|n| n.as_str()) else {
-        return Err(Reply::error(
-            400,
+        return Err(bad_body(
             "body must be an object with a string field 'name'",
         ));
     };
     if !valid_topic(name) {
-        return Err(Reply::error(
-            400,
+        return Err(bad_body(
             "invalid topic name: use 1 to 255 characters from A-Z a-z 0-9 . _ - :",
         ));
     }
     Ok(name.to_string())
+}
+
+fn bad_body(why: impl Into<std::borrow::Cow<'static, str>>) -> Reply {
+    Reply::refused(Refusal::BadBody(why.into()))
 }
 
 fn create_topic(body: &[u8], broker: &mut Broker) -> Reply {
@@ -249,13 +252,13 @@ fn create_topic(body: &[u8], broker: &mut Broker) -> Reply {
     };
     match broker.create_topic(&name) {
         Ok(()) => Reply::created(&name),
-        Err(_) => Reply::error(409, "topic already exists"),
+        Err(_) => Reply::refused(Refusal::TopicExists),
     }
 }
 
 fn delete_topic(raw_name: &str, broker: &mut Broker) -> Reply {
     let Some(name) = http::percent_decode(raw_name) else {
-        return Reply::error(404, "topic not found");
+        return Reply::refused(Refusal::NoSuchTopic);
     };
     match broker.delete_topic(&name) {
         Ok(conns) => Reply {
@@ -263,7 +266,7 @@ fn delete_topic(raw_name: &str, broker: &mut Broker) -> Reply {
             ..Reply::deleted(&name)
         },
         Err(BrokerError::TopicNotFound | BrokerError::TopicExists) => {
-            Reply::error(404, "topic not found")
+            Reply::refused(Refusal::NoSuchTopic)
         }
     }
 }

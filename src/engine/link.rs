@@ -353,7 +353,6 @@ fn write_out(link: &mut Link) -> Result<(), String> {
 /// that is down for ever. An unreachable Redis is not an error here: the
 /// node starts degraded and keeps trying.
 pub fn check_credentials(url: &RedisUrl, timeout: Duration) -> Result<(), String> {
-    use std::io::Read;
     let Some(addr) = (url.host.as_str(), url.port)
         .to_socket_addrs()
         .ok()
@@ -400,9 +399,9 @@ pub fn check_credentials(url: &RedisUrl, timeout: Duration) -> Result<(), String
                 }
             }
             Decoded::Invalid(_) => return Err(format!("{url} does not speak RESP")),
-            Decoded::Partial => match s.read(&mut chunk) {
-                Ok(0) | Err(_) => return Ok(()),
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Decoded::Partial => match io::read(&mut s, &mut chunk) {
+                Io::Progress(n) => buf.extend_from_slice(&chunk[..n]),
+                Io::WouldBlock | Io::Closed | Io::Failed(_) => return Ok(()),
             },
         }
     }

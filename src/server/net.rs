@@ -247,10 +247,10 @@ impl Effects for Net {
         if c.is_closing() {
             return;
         }
-        if let Some(code) = why.close_code()
-            && matches!(c.state, State::WebSocket(_))
+        if matches!(c.state, State::WebSocket(_))
+            && let Some(close) = frame::refusal_close(&why)
         {
-            c.push(frame::close_frame(code, why.close_reason()), Kind::Control);
+            c.push(close, Kind::Control);
         }
         let deadline = self.now + self.linger(&why);
         self.transition(conn.key(), Next::Close(deadline));
@@ -260,16 +260,10 @@ impl Effects for Net {
 
 /// The HTTP response of a REST reply.
 pub fn rest_response(reply: &Reply, close: bool) -> Bytes {
-    let headers: Vec<(&str, &str)> = reply
-        .allow
-        .map(|a| ("Allow", a))
-        .into_iter()
-        .chain(reply.headers.iter().copied())
-        .collect();
     http::response(
         reply.status,
         reply.content_type,
-        &headers,
+        reply.headers,
         &reply.body,
         close,
     )

@@ -16,7 +16,7 @@ use crate::http::{self, Parsed, Request};
 use crate::io::{self, Io};
 use crate::metrics::Gauges;
 use crate::outbound::Kind;
-use crate::refusal::Refusal;
+use crate::refusal::{Allow, Refusal};
 use crate::wire::decoder::{self, Message, Violation};
 use crate::wire::frame;
 
@@ -253,9 +253,8 @@ impl Reading<'_> {
 
     fn handshake(&mut self, key: usize, req: &Request, close: bool, grant: Grant) -> After {
         if req.method != "GET" {
-            let allow = [("Allow", "GET")];
-            let response = http::json_error(405, &allow, "method not allowed: use GET", close);
-            return self.answer(key, response, close);
+            let why = Refusal::MethodNotAllowed(Allow::Get);
+            return self.answer(key, http::refusal(&why, close), close);
         }
         let refused = http::handshake_problem(req)
             .or_else(|| self.shutting_down.then_some(Refusal::ShuttingDown));

@@ -12,6 +12,7 @@
 //! tungstenite context and its read buffer.
 
 use super::frame::{self, Parsed};
+use crate::refusal::Refusal;
 
 /// What a client sent.
 #[derive(Debug, PartialEq, Eq)]
@@ -170,13 +171,13 @@ fn close(payload: &[u8]) -> Result<Option<(u16, &str)>, Violation> {
 }
 
 /// The close frame answering a client's close: its code and reason echoed,
-/// or 1002 for a code an endpoint may not send (RFC 6455 §7.4), as
-/// tungstenite answered.
+/// or [`Refusal::UnsendableCloseCode`] for a code an endpoint may not send.
 pub fn close_reply(close: Option<(u16, &str)>) -> bytes::Bytes {
     match close {
         None => bytes::Bytes::from_static(&[frame::FIN | frame::CLOSE, 0]),
         Some((code, reason)) if sendable(code) => frame::close_frame(code, reason),
-        Some(_) => frame::close_frame(1002, "Protocol violation"),
+        Some(_) => frame::refusal_close(&Refusal::UnsendableCloseCode)
+            .expect("a refusal that closes the WebSocket"),
     }
 }
 

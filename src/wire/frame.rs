@@ -5,6 +5,8 @@
 
 use bytes::Bytes;
 
+use crate::refusal::Refusal;
+
 pub const CONTINUATION: u8 = 0x0;
 pub const TEXT: u8 = 0x1;
 pub const BINARY: u8 = 0x2;
@@ -170,6 +172,12 @@ pub fn close_frame(code: u16, reason: &str) -> Bytes {
         .payload()
         .extend_from_slice(&reason.as_bytes()[..reason_len]);
     frame.finish(FIN | CLOSE)
+}
+
+/// The close frame of a refusal that closes a WebSocket: its code and reason.
+pub fn refusal_close(why: &Refusal) -> Option<Bytes> {
+    why.close_code()
+        .map(|code| close_frame(code, why.close_reason()))
 }
 
 /// A pong frame answering a ping that held `data` (at most 125 bytes).
