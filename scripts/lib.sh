@@ -104,6 +104,9 @@ url_of() {
 start_server() {
 	local log_file=$1
 	shift
+	# Emptied here, not only by the child's redirection: a log reused from an
+	# earlier server would otherwise show its old address until the child runs.
+	: >"$log_file"
 	"$@" >"$log_file.out" 2>"$log_file" &
 	server=$!
 	track "$server"
