@@ -18,6 +18,10 @@ pub enum Refusal {
     Forbidden(Cow<'static, str>),
     /// Cluster mode: Redis cannot be reached, or did not answer in time.
     Unavailable,
+    /// Cluster mode: a publish handed to Redis that Redis did not confirm
+    /// (the link broke, or `--request-timeout` passed): it may have been
+    /// published. `UNAVAILABLE`, with a text that says so.
+    Unconfirmed,
 
     // ---- a WebSocket the server closes ----
     /// The outbound buffer overflowed under the `disconnect` policy.
@@ -127,6 +131,12 @@ impl Refusal {
             Refusal::Unavailable => {
                 "the cluster's shared engine (Redis) cannot be reached: retry later".into()
             }
+            Refusal::Unconfirmed => {
+                "Redis did not confirm this publish (the link broke or it timed out after \
+                 it was sent): it may have been published; subscribers can tell a retry \
+                 apart by its message id"
+                    .into()
+            }
             Refusal::TopicNotFound(t) => Cow::Owned(format!(
                 "topic '{t}' does not exist: create it with POST /topics"
             )),
@@ -170,7 +180,7 @@ impl Refusal {
             Refusal::SlowConsumer => Some(ErrorCode::SlowConsumer),
             Refusal::Unauthorized => Some(ErrorCode::Unauthorized),
             Refusal::Forbidden(_) => Some(ErrorCode::Forbidden),
-            Refusal::Unavailable => Some(ErrorCode::Unavailable),
+            Refusal::Unavailable | Refusal::Unconfirmed => Some(ErrorCode::Unavailable),
             _ => None,
         }
     }
@@ -212,7 +222,7 @@ impl Refusal {
             Refusal::ChunkedBody => 411,
             Refusal::Unauthorized => 401,
             Refusal::Forbidden(_) => 403,
-            Refusal::Unavailable | Refusal::EngineDown => 503,
+            Refusal::Unavailable | Refusal::Unconfirmed | Refusal::EngineDown => 503,
             Refusal::MaxConnections | Refusal::ShuttingDown => 503,
             Refusal::RequestTimeout => 408,
             _ => 400,
@@ -235,7 +245,7 @@ impl Refusal {
             Refusal::TopicNotFound(_) => "topic_not_found",
             Refusal::Unauthorized => "unauthorized",
             Refusal::Forbidden(_) => "forbidden",
-            Refusal::Unavailable => "unavailable",
+            Refusal::Unavailable | Refusal::Unconfirmed => "unavailable",
             Refusal::MalformedHttp(_) => "malformed_http",
             Refusal::HeadersTooLarge(_) => "headers_too_large",
             Refusal::BodyTooLarge => "body_too_large",
@@ -273,6 +283,16 @@ impl Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unconfirmed_publish_is_unavailable_and_says_it_may_have_happened() {
+        let why = Refusal::Unconfirmed;
+        assert_eq!(why.error_code(), Some(ErrorCode::Unavailable));
+        assert_eq!(why.counter(), Refusal::Unavailable.counter());
+        assert_eq!(why.status(), 503);
+        assert!(why.message().contains("may have been published"));
+        assert_ne!(why.message(), Refusal::Unavailable.message());
+    }
 
     #[test]
     fn every_label_has_a_refusal() {

@@ -676,5 +676,6 @@ fn refusal(failure: Failure, topic: &str) -> Refusal {
     match failure {
         Failure::NotFound | Failure::Lost => Refusal::TopicNotFound(topic.into()),
         Failure::Unavailable => Refusal::Unavailable,
+        Failure::Unconfirmed => Refusal::Unconfirmed,
     }
 }

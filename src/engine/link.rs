@@ -230,9 +230,10 @@ impl Engine {
     fn fail(&mut self, w: Waiting) {
         let no = Failure::Unavailable;
         let event = match w {
+            // Written to the link, or about to be: Redis may have run it.
             Waiting::Publish(slot, _) => Event::Published {
                 slot,
-                result: Err(no),
+                result: Err(Failure::Unconfirmed),
             },
             Waiting::Read(topic, _) => Event::Synced {
                 topic,

@@ -84,6 +84,9 @@ pub enum Failure {
     NotFound,
     /// Redis cannot be reached, or did not answer in time.
     Unavailable,
+    /// Sent to Redis, which did not answer (the link broke, or the request
+    /// timed out): it may have been carried out.
+    Unconfirmed,
     /// Redis lost the cluster's data (restarted without persistence).
     Lost,
 }
