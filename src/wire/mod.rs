@@ -1,8 +1,10 @@
 //! The bytes on the wire, one codec each, shared by the server, the CLI, the
-//! bench and the tests: WebSocket frames and HTTP responses.
+//! bench and the tests: WebSocket frames, the WebSocket handshake's accept
+//! key and HTTP responses.
 
 pub mod decoder;
 pub mod frame;
+pub mod handshake;
 pub mod recycle;
 pub mod response;
 
