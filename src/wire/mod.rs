@@ -1,7 +1,8 @@
 //! The bytes on the wire, one codec each, shared by the server, the CLI, the
-//! bench and the tests: WebSocket frames, the WebSocket handshake's accept
-//! key and HTTP responses.
+//! bench and the tests: WebSocket frames, the WebSocket handshake and HTTP
+//! responses.
 
+pub mod client;
 pub mod decoder;
 pub mod frame;
 pub mod handshake;
