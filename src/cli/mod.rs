@@ -6,6 +6,7 @@
 //! 2 usage error or invalid input. `healthcheck` only ever exits 0 or 1, because
 //! Docker reserves 2.
 
+mod conn;
 pub(crate) mod endpoint;
 pub(crate) mod http;
 mod rest;
