@@ -249,7 +249,7 @@ pub fn handshake_problem(req: &Request) -> Option<Refusal> {
 
 /// The 101 answer to a valid handshake.
 pub fn switching_protocols(ws_key: &str) -> Bytes {
-    let accept = tungstenite::handshake::derive_accept_key(ws_key.as_bytes());
+    let accept = crate::wire::handshake::accept_key(ws_key.as_bytes());
     Bytes::from(format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     ))

@@ -2,7 +2,7 @@
 //! read buffer, and the integrity and latency accounting of every event.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,9 @@ use super::hist::Histogram;
 use super::sys;
 use super::wire::{self, Msg, Reader, Stamp};
 use crate::io::Io;
-use crate::wire::frame::{self, Parsed};
+use crate::wire::client as ws;
+use crate::wire::frame;
+use crate::wire::handshake;
 
 /// Bytes read from one socket per loop turn before the others get a go.
 const READ_CAP: usize = 1 << 20;
@@ -135,9 +137,9 @@ struct Client {
     out_at: usize,
     /// Bytes of an incomplete handshake answer or frame.
     inbuf: Vec<u8>,
-    /// A fragmented message being put together.
-    fragments: Option<Vec<u8>>,
-    mask: u32,
+    /// Its reading state between frames (a fragmented message).
+    reader: ws::Reader,
+    masks: frame::Masks,
     closed_by_server: bool,
     close_code: Option<u16>,
     // A subscriber's view.
@@ -320,21 +322,20 @@ impl Engine {
             Token(key),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        let mut out = Vec::with_capacity(256);
-        write!(
-            out,
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
-            target.ws_path, target.host
-        )?;
         let api_key = match role {
             Role::Publisher { .. } => &self.plan.pub_key,
             _ => &self.plan.sub_key,
         };
-        if let Some(key) = api_key {
-            write!(out, "X-API-Key: {key}\r\n")?;
-        }
-        out.extend_from_slice(b"\r\n");
+        let mut out = Vec::with_capacity(256);
+        // The bench does not check the answer's accept key: one fixed key will do.
+        let ws_key = "dGhlIHNhbXBsZSBub25jZQ==";
+        handshake::write_request(
+            &mut out,
+            &target.ws_path,
+            &target.host,
+            api_key.as_deref(),
+            ws_key,
+        );
         entry.insert(Client {
             sock: Some(sock),
             role,
@@ -342,8 +343,8 @@ impl Engine {
             out,
             out_at: 0,
             inbuf: Vec::new(),
-            fragments: None,
-            mask: (key as u32).wrapping_mul(0x9E37_79B9) | 1,
+            reader: ws::Reader::default(),
+            masks: frame::Masks::new((key as u32).wrapping_mul(0x9E37_79B9)),
             closed_by_server: false,
             close_code: None,
             expected_at_close: None,
@@ -508,7 +509,7 @@ impl Engine {
             let client = &mut self.clients[key];
             if let Some(sock) = client.sock.as_mut() {
                 let mut close = Vec::with_capacity(8);
-                frame::write_frame(&mut close, frame::CLOSE, &1000u16.to_be_bytes(), mask);
+                frame::write_close(&mut close, Some((1000, "")), mask);
                 let _ = crate::io::write(sock, &close);
             }
             client.phase = Phase::Closed;
@@ -561,12 +562,7 @@ impl Engine {
     }
 
     fn next_mask(&mut self, key: usize) -> [u8; 4] {
-        let c = &mut self.clients[key];
-        // xorshift: a fresh masking key per frame, cheaply.
-        c.mask ^= c.mask << 13;
-        c.mask ^= c.mask >> 17;
-        c.mask ^= c.mask << 5;
-        c.mask.to_le_bytes()
+        self.clients[key].masks.next_key()
     }
 
     fn send_text(&mut self, key: usize, text: &[u8]) {

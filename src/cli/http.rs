@@ -1,9 +1,9 @@
 //! A minimal blocking HTTP/1.1 client: one request per connection
 //! (`Connection: close`). The response is read by [`crate::wire::response`].
 
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use super::conn::Conn;
 use super::endpoint::Endpoint;
 use crate::io::Io;
 use crate::wire::response::{self, Context};
@@ -49,82 +49,49 @@ pub fn request(
     let mut request = head.into_bytes();
     request.extend_from_slice(body.unwrap_or_default());
 
-    let mut conn = Conn {
-        stream,
-        buf: Vec::new(),
-        deadline,
-    };
-    conn.send(&request).map_err(failed)?;
-    conn.receive(method == "HEAD").map_err(failed)
+    let mut conn = Conn::new(stream);
+    conn.send(&request, deadline)
+        .map_err(|stopped| failed(stopped.into()))?;
+    receive(&mut conn, method == "HEAD", deadline).map_err(failed)
 }
 
 /// Why a request got no answer.
-enum Failure {
+pub(super) enum Failure {
     TimedOut,
     Other(String),
 }
 
-impl From<std::io::Error> for Failure {
-    fn from(err: std::io::Error) -> Failure {
-        match err.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Failure::TimedOut,
-            _ => Failure::Other(err.to_string()),
+impl From<Io> for Failure {
+    /// What stopped a read or a write.
+    fn from(stopped: Io) -> Failure {
+        match stopped {
+            Io::WouldBlock => Failure::TimedOut,
+            Io::Failed(err) => Failure::Other(err.to_string()),
+            Io::Closed | Io::Progress(_) => {
+                Failure::Other("the server closed the connection".into())
+            }
         }
     }
 }
 
-/// A connection with its unread bytes and the moment it must be done.
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
+/// Reads until `conn` holds a whole response, or the server is done.
+pub(super) fn receive(
+    conn: &mut Conn,
+    head_request: bool,
     deadline: Instant,
-}
-
-impl Conn {
-    fn left(&self) -> Result<Duration, Failure> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Failure::TimedOut);
+) -> Result<Response, Failure> {
+    let mut context = Context {
+        head_request,
+        ended: false,
+    };
+    loop {
+        if let Some((response, _)) = response::parse(&conn.buf, context).map_err(Failure::Other)? {
+            return Ok(response);
         }
-        Ok(left)
-    }
-
-    fn send(&mut self, mut bytes: &[u8]) -> Result<(), Failure> {
-        while !bytes.is_empty() {
-            self.stream.set_write_timeout(Some(self.left()?))?;
-            match crate::io::write(&mut self.stream, bytes) {
-                Io::Progress(n) => bytes = &bytes[n..],
-                // A blocking socket would-blocks only when its timeout expires.
-                Io::WouldBlock => return Err(Failure::TimedOut),
-                Io::Closed => {
-                    return Err(Failure::Other("the server closed the connection".into()));
-                }
-                Io::Failed(err) => return Err(err.into()),
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads until `buf` holds a whole response, or the server is done.
-    fn receive(&mut self, head_request: bool) -> Result<Response, Failure> {
-        let mut context = Context {
-            head_request,
-            ended: false,
-        };
-        let mut chunk = vec![0u8; 16 << 10];
-        loop {
-            if let Some((response, _)) =
-                response::parse(&self.buf, context).map_err(Failure::Other)?
-            {
-                return Ok(response);
-            }
-            self.stream.set_read_timeout(Some(self.left()?))?;
-            match crate::io::read(&mut self.stream, &mut chunk) {
-                Io::Progress(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Io::WouldBlock => return Err(Failure::TimedOut),
-                Io::Closed => context.ended = true,
-                Io::Failed(err) => return Err(err.into()),
-            }
+        match conn.fill(Some(deadline)) {
+            Io::Progress(_) => {}
+            Io::Closed => context.ended = true,
+            stopped => return Err(stopped.into()),
         }
     }
 }

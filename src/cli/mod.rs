@@ -1,15 +1,17 @@
 //! The shell client: `pubsubd sub|pub|topics|stats|healthcheck`.
 //!
 //! It speaks only the public protocol (`protocol.md`): REST over a small
-//! hand-written HTTP/1.1 client, WebSocket through tungstenite over a blocking
-//! `TcpStream`. Exit codes: 0 success, 1 failure (server answer, network),
+//! hand-written HTTP/1.1 client, WebSocket over a small hand-written client
+//! on the project's own codec; both on a blocking `TcpStream`. Exit codes: 0 success, 1 failure (server answer, network),
 //! 2 usage error or invalid input. `healthcheck` only ever exits 0 or 1, because
 //! Docker reserves 2.
 
+mod conn;
 pub(crate) mod endpoint;
 pub(crate) mod http;
 mod rest;
 mod sub;
+mod websocket;
 mod ws;
 
 use std::process::ExitCode;

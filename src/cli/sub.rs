@@ -8,13 +8,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tungstenite::Message;
-use tungstenite::protocol::frame::coding::CloseCode;
 
-use super::ws::{
-    self, Received, Socket, close_text, describe, error_text, field, hang_up, is_timeout, receive,
-};
+use super::websocket::{self, Socket, WsError, describe, is_timeout};
+use super::ws::{Received, close_text, error_text, field, receive};
 use super::{Client, Failure};
+use crate::wire::frame::{CLOSE_GOING_AWAY, CLOSE_NORMAL};
 
 /// The first wait before reconnecting; it doubles after each failed attempt,
 /// up to [`BACKOFF_MAX`], and starts over once a subscription is acknowledged.
@@ -92,7 +90,7 @@ pub(super) fn subscribe(client: &Client, options: &Options<'_>) -> Result<ExitCo
         backoff: BACKOFF_MIN,
     };
     // The first connection must succeed: a wrong URL or key is not worth waiting for.
-    let mut socket = ws::connect(client)?;
+    let mut socket = websocket::connect(client)?;
     let stdout = io::stdout();
     let mut out = stdout.lock();
     loop {
@@ -113,7 +111,7 @@ impl Subscriber<'_> {
         loop {
             std::thread::sleep(self.backoff);
             self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-            match ws::open(self.client) {
+            match websocket::open(self.client) {
                 Ok(socket) => return Ok(socket),
                 Err((failure, Some(status))) if (400..500).contains(&status) => {
                     return Err(failure);
@@ -147,14 +145,14 @@ impl Subscriber<'_> {
     fn run(&mut self, mut socket: Socket, out: &mut impl Write) -> Ended {
         let url = self.client.endpoint.ws_url();
         let timeout = self.client.timeout;
-        let lost = |e: tungstenite::Error| {
+        let lost = |e: WsError| {
             Failure::Failed(format!(
                 "connection to {url} lost: {}",
                 describe(&e, timeout)
             ))
         };
         let request = self.request();
-        if let Err(e) = socket.send(Message::text(request.to_string())) {
+        if let Err(e) = socket.send_text(request.to_string().as_bytes()) {
             return Ended::Dropped(lost(e));
         }
         let topic = self.topic;
@@ -169,13 +167,11 @@ impl Subscriber<'_> {
                 Ok(Received::Json(raw, message)) => (raw, message),
                 Ok(Received::Other) => continue,
                 Ok(Received::Closed(frame)) => {
-                    hang_up(socket);
+                    socket.hang_up();
                     return match (server_error, &frame) {
                         (Some(error), _) => Ended::Dropped(Failure::Failed(error)),
                         (None, None) => self.closed("no close code"),
-                        (None, Some(f))
-                            if matches!(f.code, CloseCode::Normal | CloseCode::Away) =>
-                        {
+                        (None, Some((CLOSE_NORMAL | CLOSE_GOING_AWAY, _))) => {
                             self.closed(&close_text(&frame))
                         }
                         (None, Some(_)) => Ended::Dropped(Failure::Failed(format!(
@@ -203,7 +199,7 @@ impl Subscriber<'_> {
                         raw
                     };
                     if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
-                        hang_up(socket);
+                        socket.hang_up();
                         return Ended::Exit(if e.kind() == io::ErrorKind::BrokenPipe {
                             Ok(ExitCode::SUCCESS)
                         } else {
@@ -222,7 +218,7 @@ impl Subscriber<'_> {
                     self.acknowledged(&request, &message);
                 }
                 "error" if field(&message, "request_id") == Some("sub") => {
-                    hang_up(socket);
+                    socket.hang_up();
                     let failure = Failure::Failed(format!(
                         "subscribe to '{topic}' failed: {}",
                         error_text(&message)
@@ -251,13 +247,13 @@ impl Subscriber<'_> {
                         message.get("dropped").map_or(json!("some"), Value::clone)
                     ),
                     "topic_deleted" if field(&message, "topic") == Some(topic) => {
-                        hang_up(socket);
+                        socket.hang_up();
                         return Ended::Exit(Err(Failure::Failed(format!(
                             "topic '{topic}' was deleted"
                         ))));
                     }
                     "subscription_replaced" if field(&message, "topic") == Some(topic) => {
-                        hang_up(socket);
+                        socket.hang_up();
                         return Ended::Exit(Err(Failure::Failed(format!(
                             "another connection subscribed to '{topic}' with client id '{}' and took the subscription over",
                             self.client_id

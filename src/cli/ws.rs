@@ -1,136 +1,46 @@
-//! The WebSocket side of the client: connecting, reading, closing, and `pub`.
+//! The WebSocket side of the client above the socket: reading server
+//! messages as JSON, and `pub`.
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead};
-use std::net::TcpStream;
 use std::process::ExitCode;
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use tungstenite::client::IntoClientRequest;
-use tungstenite::handshake::HandshakeError;
-use tungstenite::http::HeaderValue;
-use tungstenite::protocol::CloseFrame;
-use tungstenite::{Message, WebSocket};
 
-use super::http::Response;
+use super::websocket::{Inbound, Socket, WsError, connect, describe, is_timeout};
 use super::{Client, Failure};
-
-pub(super) type Socket = WebSocket<TcpStream>;
 
 /// Publishes in flight at once when reading stdin; answers come back in order.
 const WINDOW: usize = 32;
-/// How long to wait for the server's half of a close handshake.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// While stdin is quiet, how often to read the socket so heartbeats get their
 /// pong well within any idle timeout the server may use.
 const IDLE_POLL: Duration = Duration::from_millis(50);
-
-/// Opens the WebSocket at `{url}/ws`, sending the API key as `X-API-Key`.
-pub(super) fn connect(client: &Client) -> Result<Socket, Failure> {
-    open(client).map_err(|(failure, _)| failure)
-}
-
-/// [`connect`], and the HTTP status when the server refused the handshake.
-pub(super) fn open(client: &Client) -> Result<Socket, (Failure, Option<u16>)> {
-    let plain = |failure| (failure, None);
-    let url = client.endpoint.ws_url();
-    let stream = client
-        .endpoint
-        .connect(client.timeout)
-        .map_err(|e| plain(Failure::Failed(e)))?;
-    let timeouts = stream
-        .set_read_timeout(Some(client.timeout))
-        .and_then(|()| stream.set_write_timeout(Some(client.timeout)));
-    timeouts.map_err(|e| plain(Failure::Failed(format!("cannot configure the socket: {e}"))))?;
-    let mut request = url.as_str().into_client_request().map_err(|e| {
-        plain(Failure::Usage(format!(
-            "invalid WebSocket URL '{url}': {e}"
-        )))
-    })?;
-    if let Some(key) = &client.api_key {
-        let value = HeaderValue::from_str(key).map_err(|_| {
-            plain(Failure::Usage(
-                "the API key has characters an HTTP header cannot carry".to_string(),
-            ))
-        })?;
-        request.headers_mut().insert("X-API-Key", value);
-    }
-    match tungstenite::client::client(request, stream) {
-        Ok((socket, _)) => Ok(socket),
-        Err(HandshakeError::Failure(tungstenite::Error::Http(response))) => {
-            let status = response.status();
-            let refused = Response {
-                status: status.as_u16(),
-                reason: status.canonical_reason().unwrap_or("").to_string(),
-                headers: Vec::new(),
-                body: response.body().clone().unwrap_or_default(),
-            };
-            Err((
-                Failure::Failed(format!(
-                    "the server refused the WebSocket at {url}: {}",
-                    refused.error_text()
-                )),
-                Some(refused.status),
-            ))
-        }
-        Err(HandshakeError::Failure(e)) => Err(plain(Failure::Failed(format!(
-            "WebSocket handshake with {url} failed: {}",
-            describe(&e, client.timeout)
-        )))),
-        // A blocking socket only "interrupts" the handshake when its timeout expires.
-        Err(HandshakeError::Interrupted(_)) => Err(plain(Failure::Failed(format!(
-            "WebSocket handshake with {url} failed: no answer within {:.1} s",
-            client.timeout.as_secs_f64()
-        )))),
-    }
-}
-
-pub(super) fn is_timeout(err: &tungstenite::Error) -> bool {
-    matches!(err, tungstenite::Error::Io(e)
-        if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
-}
-
-pub(super) fn describe(err: &tungstenite::Error, timeout: Duration) -> String {
-    if is_timeout(err) {
-        format!("no answer within {:.1} s", timeout.as_secs_f64())
-    } else {
-        err.to_string()
-    }
-}
 
 /// What one read produced.
 pub(super) enum Received {
     /// A server message: its text as received and its parsed JSON.
     Json(String, Value),
-    Closed(Option<CloseFrame>),
-    /// Control frames (answered by tungstenite), binary or non-JSON text.
+    /// The server's close frame, with its code and reason when it has them.
+    Closed(Option<(u16, String)>),
+    /// Control frames (answered by the socket), binary or non-JSON text.
     Other,
 }
 
 /// Reads one message, waiting at most `timeout` (`None`: forever).
-pub(super) fn receive(
-    socket: &mut Socket,
-    timeout: Option<Duration>,
-) -> Result<Received, tungstenite::Error> {
-    // A zero timeout means "block" to the OS: keep it strictly positive.
-    let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
-    socket.get_ref().set_read_timeout(timeout)?;
-    Ok(match socket.read()? {
-        Message::Text(text) => match serde_json::from_str::<Value>(text.as_str()) {
-            Ok(value) => Received::Json(text.as_str().to_string(), value),
+pub(super) fn receive(socket: &mut Socket, timeout: Option<Duration>) -> Result<Received, WsError> {
+    Ok(match socket.read(timeout)? {
+        Inbound::Text(text) => match serde_json::from_str::<Value>(&text) {
+            Ok(value) => Received::Json(text, value),
             Err(_) => {
-                eprintln!(
-                    "pubsubd: ignoring a message that is not JSON: {}",
-                    text.as_str()
-                );
+                eprintln!("pubsubd: ignoring a message that is not JSON: {text}");
                 Received::Other
             }
         },
-        Message::Close(frame) => Received::Closed(frame),
-        _ => Received::Other,
+        Inbound::Closed(frame) => Received::Closed(frame),
+        Inbound::Other => Received::Other,
     })
 }
 
@@ -148,23 +58,11 @@ pub(super) fn error_text(value: &Value) -> String {
     format!("{code}: {message}")
 }
 
-pub(super) fn close_text(frame: &Option<CloseFrame>) -> String {
+pub(super) fn close_text(frame: &Option<(u16, String)>) -> String {
     match frame {
         None => "no close code".to_string(),
-        Some(f) if f.reason.is_empty() => format!("close code {}", u16::from(f.code)),
-        Some(f) => format!("close code {}: {}", u16::from(f.code), f.reason.as_str()),
-    }
-}
-
-/// Closes our side and waits briefly for the server's, so it sees a clean close.
-pub(super) fn hang_up(mut socket: Socket) {
-    let _ = socket.close(None);
-    let deadline = Instant::now() + CLOSE_WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || receive(&mut socket, Some(left)).is_err() {
-            return;
-        }
+        Some((code, reason)) if reason.is_empty() => format!("close code {code}"),
+        Some((code, reason)) => format!("close code {code}: {reason}"),
     }
 }
 
@@ -196,7 +94,7 @@ struct Publisher<'a> {
 }
 
 impl Publisher<'_> {
-    fn failed(&self, what: &str, err: &tungstenite::Error) -> Failure {
+    fn failed(&self, what: &str, err: &WsError) -> Failure {
         Failure::Failed(format!(
             "publish to '{}' failed: {what}: {}",
             self.topic,
@@ -224,7 +122,7 @@ impl Publisher<'_> {
             payload.get()
         );
         self.socket
-            .send(Message::text(text))
+            .send_text(text.as_bytes())
             .map_err(|e| self.failed("sending", &e))?;
         self.pending.push_back((request_id, line));
         Ok(())
@@ -413,7 +311,7 @@ pub fn publish(
             })
         }
     };
-    hang_up(publisher.socket);
+    publisher.socket.hang_up();
     result.map(|()| ExitCode::SUCCESS)
 }
 

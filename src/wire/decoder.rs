@@ -158,8 +158,8 @@ fn text(payload: &[u8], ascii: bool) -> Result<&str, Violation> {
     std::str::from_utf8(payload).map_err(|_| Violation::Utf8)
 }
 
-/// A close frame's code and reason.
-fn close(payload: &[u8]) -> Result<Option<(u16, &str)>, Violation> {
+/// A close frame's code and reason (the server's reader and the clients').
+pub fn close(payload: &[u8]) -> Result<Option<(u16, &str)>, Violation> {
     match payload {
         [] => Ok(None),
         [_] => Err(Violation::Protocol),
@@ -170,14 +170,24 @@ fn close(payload: &[u8]) -> Result<Option<(u16, &str)>, Violation> {
     }
 }
 
-/// The close frame answering a client's close: its code and reason echoed,
-/// or [`Refusal::UnsendableCloseCode`] for a code an endpoint may not send.
+/// The close frame answering a client's close (see [`close_answer`]).
 pub fn close_reply(close: Option<(u16, &str)>) -> bytes::Bytes {
-    match close {
+    match close_answer(close) {
         None => bytes::Bytes::from_static(&[frame::FIN | frame::CLOSE, 0]),
-        Some((code, reason)) if sendable(code) => frame::close_frame(code, reason),
-        Some(_) => frame::refusal_close(&Refusal::UnsendableCloseCode)
-            .expect("a refusal that closes the WebSocket"),
+        Some((code, reason)) => frame::close_frame(code, reason),
+    }
+}
+
+/// What answers a peer's close, on either side: its code and reason echoed,
+/// or [`Refusal::UnsendableCloseCode`] (1002) for a code an endpoint may not
+/// send (RFC 6455 §7.4), as tungstenite answered.
+pub fn close_answer(close: Option<(u16, &str)>) -> Option<(u16, &str)> {
+    match close {
+        Some((code, _)) if !sendable(code) => {
+            let why = Refusal::UnsendableCloseCode;
+            why.close_code().map(|code| (code, why.close_reason()))
+        }
+        close => close,
     }
 }
 

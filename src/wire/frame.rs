@@ -1,11 +1,15 @@
 //! The one WebSocket frame codec (RFC 6455 §5): unmasked server frames built
-//! in place (the server), masked client frames (the bench and the tests), and
-//! a parser of either kind (the bench and the tests). Every frame header is
+//! in place (the server), masked client frames (the CLI, the bench and the
+//! tests), and a parser of either kind (every reader). Every frame header is
 //! written by [`write_header`].
 
 use bytes::Bytes;
 
 use crate::refusal::Refusal;
+
+/// Close codes that end a connection cleanly (RFC 6455 §7.4.1).
+pub const CLOSE_NORMAL: u16 = 1000;
+pub const CLOSE_GOING_AWAY: u16 = 1001;
 
 pub const CONTINUATION: u8 = 0x0;
 pub const TEXT: u8 = 0x1;
@@ -162,16 +166,20 @@ pub fn text_frame(text: &[u8]) -> Bytes {
 
 /// A close frame with a status code and a short reason (at most 123 bytes).
 pub fn close_frame(code: u16, reason: &str) -> Bytes {
+    let mut frame = FrameBuilder::with_capacity(2 + reason.len().min(123));
+    push_close_payload(frame.payload(), code, reason);
+    frame.finish(FIN | CLOSE)
+}
+
+/// Appends a close frame's payload: the code, then the reason cut to 123
+/// bytes at a character boundary, so that the frame stays a control frame.
+fn push_close_payload(out: &mut Vec<u8>, code: u16, reason: &str) {
     let mut reason_len = reason.len().min(123);
     while !reason.is_char_boundary(reason_len) {
         reason_len -= 1;
     }
-    let mut frame = FrameBuilder::with_capacity(2 + reason_len);
-    frame.payload().extend_from_slice(&code.to_be_bytes());
-    frame
-        .payload()
-        .extend_from_slice(&reason.as_bytes()[..reason_len]);
-    frame.finish(FIN | CLOSE)
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(&reason.as_bytes()[..reason_len]);
 }
 
 /// The close frame of a refusal that closes a WebSocket: its code and reason.
@@ -200,6 +208,35 @@ pub fn write_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4])
     let start = out.len();
     out.extend_from_slice(payload);
     let _ = apply_mask(&mut out[start..], mask);
+}
+
+/// Appends a masked close frame: empty, or with a code and a reason.
+pub fn write_close(out: &mut Vec<u8>, close: Option<(u16, &str)>, mask: [u8; 4]) {
+    let mut payload = Vec::new();
+    if let Some((code, reason)) = close {
+        push_close_payload(&mut payload, code, reason);
+    }
+    write_frame(out, CLOSE, &payload, mask);
+}
+
+/// A client's masking keys, a fresh one per frame (xorshift32). RFC 6455
+/// §10.3 wants keys that a page's script cannot predict; these clients run
+/// no one else's code, so a cheap generator will do.
+#[derive(Clone, Debug)]
+pub struct Masks(u32);
+
+impl Masks {
+    pub fn new(seed: u32) -> Masks {
+        // Never zero: xorshift would stay there.
+        Masks(seed | 1)
+    }
+
+    pub fn next_key(&mut self) -> [u8; 4] {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 17;
+        self.0 ^= self.0 << 5;
+        self.0.to_le_bytes()
+    }
 }
 
 /// Masks or unmasks `payload` in place (the operation is its own inverse).
@@ -372,5 +409,28 @@ mod tests {
         let mut out = Vec::new();
         write_frame(&mut out, TEXT, &[0; 200], [0; 4]);
         assert!(matches!(parse_frame(&out, 100), Parsed::Invalid(_)));
+    }
+
+    #[test]
+    fn client_close_frames_are_the_server_close_frames_masked() {
+        for (code, reason) in [(1000, ""), (1001, "going away"), (4000, &*"é".repeat(100))] {
+            let mut out = Vec::new();
+            write_close(&mut out, Some((code, reason)), [9, 8, 7, 6]);
+            let server = close_frame(code, reason);
+            let (frame, payload) = unmask(&out);
+            assert_eq!((frame.fin, frame.opcode), (true, CLOSE));
+            assert_eq!(payload, server[2..]);
+        }
+        let mut out = Vec::new();
+        write_close(&mut out, None, [1, 2, 3, 4]);
+        assert_eq!(out, [FIN | CLOSE, 0x80, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn masks_change_with_every_frame() {
+        let mut masks = Masks::new(0);
+        let (a, b) = (masks.next_key(), masks.next_key());
+        assert_ne!(a, b);
+        assert_ne!(a, [0; 4]);
     }
 }

@@ -1,8 +1,11 @@
 //! The bytes on the wire, one codec each, shared by the server, the CLI, the
-//! bench and the tests: WebSocket frames and HTTP responses.
+//! bench and the tests: WebSocket frames, the WebSocket handshake and HTTP
+//! responses.
 
+pub mod client;
 pub mod decoder;
 pub mod frame;
+pub mod handshake;
 pub mod recycle;
 pub mod response;
 

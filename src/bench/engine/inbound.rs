@@ -67,21 +67,25 @@ impl Engine {
             self.upgraded(key, &buf[..at]);
         }
         let now = self.now();
+        let mut reader = std::mem::take(&mut self.clients[key].reader);
         while self.clients[key].sock.is_some() {
-            match frame::parse_frame(&buf[at..], self.plan.max_frame) {
-                Parsed::Partial => break,
-                Parsed::Invalid(why) => {
+            match reader.next(&buf[at..], self.plan.max_frame) {
+                Ok(None) => break,
+                Err(why) => {
                     self.count_error(why);
                     self.lost(key);
-                    return buf.len();
+                    at = buf.len();
+                    break;
                 }
-                Parsed::Frame(frame, used) => {
-                    let payload = &buf[at + frame.payload.start..at + frame.payload.end];
-                    self.frame(key, frame.fin, frame.opcode, payload, now);
+                Ok(Some((message, used))) => {
+                    if let Some(message) = message {
+                        self.on_message(key, message, now);
+                    }
                     at += used;
                 }
             }
         }
+        self.clients[key].reader = reader;
         at
     }
 
@@ -111,32 +115,23 @@ impl Engine {
         }
     }
 
-    fn frame(&mut self, key: usize, fin: bool, opcode: u8, payload: &[u8], now: u64) {
-        match opcode {
-            frame::TEXT if fin => self.message(key, payload, now),
-            frame::TEXT | frame::CONTINUATION => {
-                let client = &mut self.clients[key];
-                let parts = client.fragments.get_or_insert_with(Vec::new);
-                parts.extend_from_slice(payload);
-                if fin && let Some(whole) = client.fragments.take() {
-                    self.message(key, &whole, now);
-                }
-            }
-            frame::PING => {
+    fn on_message(&mut self, key: usize, message: ws::Message, now: u64) {
+        match message {
+            ws::Message::Text(text) => self.message(key, text, now),
+            ws::Message::Ping(payload) => {
                 let mask = self.next_mask(key);
                 frame::write_frame(&mut self.clients[key].out, frame::PONG, payload, mask);
             }
-            frame::CLOSE => {
-                let code =
-                    (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+            ws::Message::Close(close) => {
+                let code = close.map(|(code, _)| code);
                 self.clients[key].close_code = code;
                 if let Some(code) = code {
                     *self.tally.close_codes.entry(code).or_default() += 1;
                 }
                 self.lost(key);
             }
-            frame::PONG => {}
-            _ => self.count_error("BINARY_FRAME"),
+            ws::Message::Pong => {}
+            ws::Message::Binary => self.count_error("BINARY_FRAME"),
         }
     }
 
