@@ -159,14 +159,14 @@ impl Core {
 
     /// Whether `conn`'s key lets it make `request` (§6). Paid once per
     /// publish or (un)subscription, never per delivered event.
-    fn permit(&self, conn: ConnId, request: &Msg) -> Result<(), Refusal> {
+    fn permit(&mut self, conn: ConnId, request: &Msg) -> Result<(), Refusal> {
         if self.grants.is_empty() {
             return Ok(());
         }
-        let (Some(grant), Some((op, topic))) = (self.grants.get(&conn), Op::of(request)) else {
+        let Some((op, topic)) = Op::of(request) else {
             return Ok(());
         };
-        if self.keys.allows(*grant, op, topic) {
+        if self.grants.allows(&self.keys, conn, op, topic) {
             Ok(())
         } else {
             Err(Refusal::Forbidden(op.refused(topic).into()))
