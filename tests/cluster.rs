@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::extra::metric;
+use common::extra::{Binary, metric};
 use common::redis::{Proxy, Redis};
 use common::{
     Server, ServerProcess, Ws, binary, create_topic, health, http, run, start_with, uuid,
@@ -1302,5 +1302,204 @@ fn redis_sigkilled_mid_stream_and_restarted_from_its_aof_loses_no_acked_event() 
         in_flight.len(),
         refused_in_flight.len(),
         done_anyway
+    );
+}
+
+/// A SIGSTOPped node, SIGCONTed when this is dropped, even when the test
+/// fails, so no stopped process is left behind.
+struct Stopped<'a>(&'a Binary);
+
+impl<'a> Stopped<'a> {
+    fn stop(node: &'a Binary) -> Stopped<'a> {
+        node.signal(libc::SIGSTOP);
+        Stopped(node)
+    }
+}
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        // SAFETY: kill() on the PID of a child this test started and still owns.
+        unsafe { libc::kill(self.0.child.id() as libc::pid_t, libc::SIGCONT) };
+    }
+}
+
+/// What B's subscriber got across Redis's cut of B's subscribe link, and
+/// the last seq published before B was let go again.
+struct Cut {
+    got: Vec<Value>,
+    last: u64,
+}
+
+/// Redis's pub/sub output-buffer limit made small (256 KiB hard), nodes A
+/// (in-process) and B (the binary) keeping `history` events, a subscriber on
+/// each. B is SIGSTOPped and A publishes 8 KiB events until Redis logs that
+/// it drops B's subscribe link for its backlog (and lists one subscribe link
+/// left, A's), then `extra` more. B is let go and reconnects; B's subscriber
+/// is read up to the last of those events, then the test publishes one more,
+/// `{"end":true}`, which both subscribers must get live. A's subscriber (the
+/// control, its link never cut) gets every event once, in order.
+fn b_cut_for_its_pubsub_backlog(history: usize, extra: u64) -> Cut {
+    let redis = Redis::start();
+    let limit = redis.command(&[
+        "CONFIG",
+        "SET",
+        "client-output-buffer-limit",
+        "pubsub 262144 131072 60",
+    ]);
+    assert_eq!(limit, "$OK");
+    // Outbound limits far above the refill, so no subscriber is cut as slow.
+    let a = node(&redis, |c| {
+        c.history = history;
+        c.outbound_limit = 1 << 30;
+    });
+    let b = Binary::start(&[
+        "--redis",
+        &redis.url(),
+        "--history",
+        &history.to_string(),
+        "--outbound-limit",
+        "1073741824",
+    ]);
+    wait_redis(b.addr, "up");
+    create_topic(a.addr, "orders");
+    let mut control = Ws::connect(a.addr);
+    control.subscribe("orders", &uuid(), 0);
+    let control = read_until_end(control);
+    let mut on_b = Ws::connect(b.addr);
+    on_b.subscribe("orders", &uuid(), 0);
+    let mut publisher = Ws::connect(a.addr);
+    let pad = "x".repeat(8 << 10);
+    publish_padded(&mut publisher, 1..=3, &pad);
+    expect_events(&mut on_b, "orders", 1..=3);
+    assert_eq!(
+        redis
+            .command(&["CLIENT", "LIST", "TYPE", "pubsub"])
+            .lines()
+            .count(),
+        2
+    );
+    let reconnects = metric(b.addr, "pubsubd_redis_reconnects_total");
+
+    let stopped = Stopped::stop(&b);
+    // What the kernel holds for B (Redis's send buffer, B's receive buffer)
+    // fills first, then Redis's output buffer: at most 64 MiB before giving up.
+    let cut = "for overcoming of output buffer limits";
+    let mut last = 3;
+    while !redis.log().contains(cut) {
+        assert!(last < 8192, "Redis never cut B's link: {}", redis.log());
+        publish_padded(&mut publisher, last + 1..=last + 64, &pad);
+        last += 64;
+    }
+    wait_until("Redis to close B's subscribe link", || {
+        redis
+            .command(&["CLIENT", "LIST", "TYPE", "pubsub"])
+            .lines()
+            .count()
+            == 1
+    });
+    // Published while B has no link: only the history can bring them.
+    publish_padded(&mut publisher, last + 1..=last + extra, &pad);
+    last += extra;
+    drop(stopped);
+
+    wait_reconnected(b.addr, reconnects);
+    let mut got = Vec::new();
+    while got.last().is_none_or(|m: &Value| m["seq"] != last) {
+        let m = on_b.recv_skip_heartbeat();
+        if m["type"] == "event" {
+            assert_eq!(m["message"]["payload"]["n"], m["seq"], "{m}");
+        }
+        got.push(m);
+    }
+    let end = publisher.publish("orders", json!({"end": true}));
+    assert_eq!(end["seq"], last + 1, "{end}");
+    let m = on_b.recv_skip_heartbeat();
+    assert_eq!(
+        (&m["seq"], &m["message"]["payload"]["end"]),
+        (&json!(last + 1), &json!(true)),
+        "{m}"
+    );
+    on_b.ping();
+    let (mut control, seen) = control.join().expect("the control subscriber");
+    assert_eq!(
+        seqs(&seen),
+        (1..=last + 1).collect::<Vec<_>>(),
+        "A's subscriber"
+    );
+    control.ping();
+    Cut { got, last }
+}
+
+/// Publishes `{"n":k,"pad":pad}` for each k, all sent before the first ack
+/// is read, and checks each ack's seq is k.
+fn publish_padded(publisher: &mut Ws, seqs: std::ops::RangeInclusive<u64>, pad: &str) {
+    for n in seqs.clone() {
+        publisher.send(json!({"type":"publish","topic":"orders","request_id":n,
+            "message":{"id":uuid(),"payload":{"n":n,"pad":pad}}}));
+    }
+    for n in seqs {
+        let ack = publisher.recv_skip_heartbeat();
+        assert_eq!(
+            (&ack["type"], &ack["seq"]),
+            (&json!("ack"), &json!(n)),
+            "{ack}"
+        );
+    }
+}
+
+/// README "Sizing Redis": a node whose subscribe link Redis drops at the
+/// pub/sub output-buffer limit reconnects and refills from the history; with
+/// a history holding everything its subscriber gets every event once, in
+/// seq order, and no `events_lost`.
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn a_link_cut_at_the_pubsub_output_limit_is_refilled_from_the_history() {
+    let Cut { got, last } = b_cut_for_its_pubsub_backlog(100_000, 20);
+    let events: Vec<u64> = got
+        .iter()
+        .map(|m| {
+            assert_eq!(m["type"], "event", "{m}");
+            m["seq"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(events, (4..=last).collect::<Vec<_>>());
+}
+
+/// The same with a history of 20: what it no longer holds when B is back is
+/// reported once, exactly (from the first seq B had not delivered to the
+/// last the history dropped), and the 20 it holds follow once, in order.
+#[test]
+#[ignore = "needs redis-server: scripts/test.sh"]
+fn a_link_cut_at_the_pubsub_output_limit_reports_what_the_history_dropped() {
+    const HISTORY: u64 = 20;
+    let Cut { got, last } = b_cut_for_its_pubsub_backlog(HISTORY as usize, HISTORY + 10);
+    let lost = got
+        .iter()
+        .position(|m| m["type"] == "info")
+        .unwrap_or_else(|| panic!("no events_lost: {:?}", seqs(&got)));
+    // Delivered before the cut: from what the kernel still held for B.
+    let before = seqs(&got[..lost]);
+    let delivered = before.len() as u64 + 3;
+    assert_eq!(before, (4..=delivered).collect::<Vec<_>>());
+    eprintln!("B delivered 1..={delivered} before the cut; last {last}");
+    let info = &got[lost];
+    assert_eq!(
+        (
+            &info["msg"],
+            &info["topic"],
+            &info["from_seq"],
+            &info["to_seq"]
+        ),
+        (
+            &json!("events_lost"),
+            &json!("orders"),
+            &json!(delivered + 1),
+            &json!(last - HISTORY)
+        ),
+        "{info}"
+    );
+    assert_eq!(
+        seqs(&got[lost + 1..]),
+        (last - HISTORY + 1..=last).collect::<Vec<_>>()
     );
 }
