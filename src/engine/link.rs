@@ -177,19 +177,24 @@ impl Engine {
     /// Either link may be the first to see the end: the other's socket can
     /// still hold replies. Only while linked: during the set-up a late
     /// answer would bring the link up just to take it down.
+    /// The same holds for the subscribe link: the messages Redis sent
+    /// before it hung up (at its pub/sub output-buffer limit, say) are
+    /// delivered, and the history refills only what came after them.
     fn link_lost(&mut self, registry: &Registry, now: Instant, why: &str) {
         if self.stats.up {
-            if let Some(socket) = self.cmd.socket.as_mut() {
-                let mut scratch = [0u8; 16 * 1024];
-                while let Io::Progress(n) = io::read(socket, &mut scratch) {
-                    self.cmd.inbuf.extend_from_slice(&scratch[..n]);
-                }
-            }
+            read_what_is_left(&mut self.cmd);
             while let Decoded::Value(value, used) = resp::decode(&self.cmd.inbuf) {
                 self.cmd.inbuf.drain(..used);
                 if self.on_reply(value, now).is_err() {
                     break;
                 }
+            }
+            read_what_is_left(&mut self.sub);
+            while self.sub.setup_replies == 0
+                && let Decoded::Value(value, used) = resp::decode(&self.sub.inbuf)
+            {
+                self.sub.inbuf.drain(..used);
+                self.on_message(value);
             }
         }
         self.link_failed(registry, now, why);
@@ -295,6 +300,16 @@ impl Engine {
             if let Err(why) = write_out(link) {
                 return self.link_lost(registry, now, &why);
             }
+        }
+    }
+}
+
+/// Reads what a broken link's socket still holds, up to its end.
+fn read_what_is_left(link: &mut Link) {
+    if let Some(socket) = link.socket.as_mut() {
+        let mut scratch = [0u8; 16 * 1024];
+        while let Io::Progress(n) = io::read(socket, &mut scratch) {
+            link.inbuf.extend_from_slice(&scratch[..n]);
         }
     }
 }
