@@ -142,8 +142,7 @@ impl Engine {
                 link.setup_replies = setup;
             }
         }
-        let control = self.control();
-        let mut channels: Vec<Vec<u8>> = vec![control];
+        let mut channels: Vec<Vec<u8>> = vec![self.names.control.clone()];
         channels.extend(self.followed.iter().map(|t| self.key(t, "events")));
         let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
         args.extend(channels.iter().map(Vec::as_slice));

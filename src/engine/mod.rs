@@ -12,6 +12,7 @@ pub mod scripts;
 pub mod url;
 
 use std::collections::{HashSet, VecDeque};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use mio::Token;
@@ -177,7 +178,6 @@ pub struct Engine {
     url: RedisUrl,
     prefix: String,
     pub node: String,
-    history: usize,
     timeout: Duration,
     cmd: Link,
     sub: Link,
@@ -193,6 +193,23 @@ pub struct Engine {
     down_logged: bool,
     /// Each script's digest for `EVALSHA`, in `Script::ALL` order.
     digests: [[u8; 40]; 5],
+    names: Rc<Names>,
+}
+
+/// The names that do not depend on a topic, made once: a publish formatted
+/// four of them, and every event from Redis two. Shared (`Rc`) so that a
+/// command can hold them while it writes to the link.
+struct Names {
+    /// `P:topics`, the set of every topic.
+    topics: Vec<u8>,
+    /// `P:cluster`, whose absence tells that Redis lost the cluster's data.
+    marker: Vec<u8>,
+    /// `P:control`, the channel of create and delete notices.
+    control: Vec<u8>,
+    /// `P:{`, how every topic's event channel begins.
+    channel_start: Vec<u8>,
+    /// The history's length (`--history`), as the scripts take it.
+    keep: String,
 }
 
 impl Engine {
@@ -207,11 +224,17 @@ impl Engine {
             let mut buf = uuid::Uuid::encode_buffer();
             uuid::Uuid::new_v4().simple().encode_lower(&mut buf)[..8].to_string()
         };
+        let names = Rc::new(Names {
+            topics: format!("{prefix}:topics").into_bytes(),
+            marker: format!("{prefix}:cluster").into_bytes(),
+            control: format!("{prefix}:control").into_bytes(),
+            channel_start: format!("{prefix}:{{").into_bytes(),
+            keep: history.to_string(),
+        });
         Engine {
             url,
             prefix,
             node,
-            history,
             timeout,
             cmd: Link::new(CMD_TOKEN),
             sub: Link::new(SUB_TOKEN),
@@ -224,6 +247,7 @@ impl Engine {
             backoff: MIN_BACKOFF,
             down_logged: false,
             digests: scripts::digests(),
+            names,
         }
     }
 
@@ -238,18 +262,6 @@ impl Engine {
 
     fn key(&self, topic: &str, what: &str) -> Vec<u8> {
         format!("{}:{{{topic}}}:{what}", self.prefix).into_bytes()
-    }
-
-    fn marker(&self) -> Vec<u8> {
-        format!("{}:cluster", self.prefix).into_bytes()
-    }
-
-    fn topics_key(&self) -> Vec<u8> {
-        format!("{}:topics", self.prefix).into_bytes()
-    }
-
-    fn control(&self) -> Vec<u8> {
-        format!("{}:control", self.prefix).into_bytes()
     }
 
     fn eval(&mut self, script: Script, keys: &[&[u8]], args: &[&[u8]], waiting: Waiting) {
@@ -279,27 +291,21 @@ impl Engine {
                         result: Err(Failure::Unavailable),
                     });
                 }
-                let (topics, meta, history, marker) = (
-                    self.topics_key(),
-                    self.key(&topic, "meta"),
-                    self.key(&topic, "history"),
-                    self.marker(),
-                );
-                let keep = self.history.to_string();
+                let names = Rc::clone(&self.names);
+                let (meta, history) = (self.key(&topic, "meta"), self.key(&topic, "history"));
                 let channel = self.key(&topic, "events");
-                let control = self.control();
                 let create = create.unwrap_or_default();
                 self.eval(
                     Script::Publish,
-                    &[&topics, &meta, &history, &marker],
+                    &[&names.topics, &meta, &history, &names.marker],
                     &[
                         &head,
                         &tail,
-                        keep.as_bytes(),
+                        names.keep.as_bytes(),
                         &channel,
                         create.as_bytes(),
                         topic.as_bytes(),
-                        &control,
+                        &names.control,
                     ],
                     Waiting::Publish(slot, now),
                 );
@@ -341,16 +347,12 @@ impl Engine {
                     }
                     return;
                 }
-                let (topics, meta, control, marker) = (
-                    self.topics_key(),
-                    self.key(&topic, "meta"),
-                    self.control(),
-                    self.marker(),
-                );
+                let names = Rc::clone(&self.names);
+                let meta = self.key(&topic, "meta");
                 self.eval(
                     Script::Create,
-                    &[&topics, &meta, &marker],
-                    &[topic.as_bytes(), epoch.as_bytes(), &control],
+                    &[&names.topics, &meta, &names.marker],
+                    &[topic.as_bytes(), epoch.as_bytes(), &names.control],
                     Waiting::Create(slot, now),
                 );
             }
@@ -361,18 +363,13 @@ impl Engine {
                         result: Err(Failure::Unavailable),
                     });
                 }
-                let keys = [
-                    self.topics_key(),
-                    self.key(&topic, "meta"),
-                    self.key(&topic, "history"),
-                    self.key(&topic, "subs"),
-                ];
-                let control = self.control();
-                let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                let names = Rc::clone(&self.names);
+                let (meta, history) = (self.key(&topic, "meta"), self.key(&topic, "history"));
+                let subs = self.key(&topic, "subs");
                 self.eval(
                     Script::Delete,
-                    &keys,
-                    &[topic.as_bytes(), &control],
+                    &[&names.topics, &meta, &history, &subs],
+                    &[topic.as_bytes(), &names.control],
                     Waiting::Delete(slot, now),
                 );
             }
@@ -381,7 +378,7 @@ impl Engine {
                 if !up || self.waiting.iter().any(|w| matches!(w, Waiting::Sync)) {
                     return;
                 }
-                let topics = self.topics_key();
+                let names = Rc::clone(&self.names);
                 let now_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis())
@@ -402,24 +399,19 @@ impl Engine {
                     args.push(t.as_bytes());
                     args.push(n.as_bytes());
                 }
-                self.eval(Script::Sync, &[&topics], &args, Waiting::Sync);
+                self.eval(Script::Sync, &[&names.topics], &args, Waiting::Sync);
             }
         }
     }
 
     fn read(&mut self, topic: Box<str>, create: &[u8], now: Instant) {
-        let (topics, meta, history, control, marker) = (
-            self.topics_key(),
-            self.key(&topic, "meta"),
-            self.key(&topic, "history"),
-            self.control(),
-            self.marker(),
-        );
+        let names = Rc::clone(&self.names);
+        let (meta, history) = (self.key(&topic, "meta"), self.key(&topic, "history"));
         let name = topic.clone();
         self.eval(
             Script::Read,
-            &[&topics, &meta, &history, &marker],
-            &[create, name.as_bytes(), &control],
+            &[&names.topics, &meta, &history, &names.marker],
+            &[create, name.as_bytes(), &names.control],
             Waiting::Read(topic, now),
         );
     }
@@ -534,8 +526,7 @@ impl Engine {
         let (Some(channel), Some(data)) = (items[1].as_bytes(), items[2].as_bytes()) else {
             return;
         };
-        let control = self.control();
-        if channel == control.as_slice() {
+        if channel == self.names.control.as_slice() {
             let text = String::from_utf8_lossy(data);
             match text.split_once(' ') {
                 Some(("created", t)) => self.events.push(Event::TopicCreated(t.into())),
@@ -545,9 +536,8 @@ impl Engine {
             return;
         }
         // `P:{topic}:events` carries "<seq> <event>".
-        let prefix = format!("{}:{{", self.prefix);
         let Some(topic) = channel
-            .strip_prefix(prefix.as_bytes())
+            .strip_prefix(self.names.channel_start.as_slice())
             .and_then(|rest| rest.strip_suffix(b"}:events"))
             .and_then(|t| std::str::from_utf8(t).ok())
         else {
