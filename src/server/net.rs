@@ -77,9 +77,16 @@ impl Net {
 
     /// A connection that is still there (generations guard recycled slots).
     pub fn live(&mut self, id: ConnId) -> Option<&mut Conn> {
-        self.conns
+        self.live_to_flush(id).map(|(conn, _)| conn)
+    }
+
+    /// [`Net::live`], with the flush list beside it for what is queued on it.
+    fn live_to_flush(&mut self, id: ConnId) -> Option<(&mut Conn, &mut Vec<usize>)> {
+        let conn = self
+            .conns
             .get_mut(id.key())
-            .filter(|c| c.id == id && !c.is_dead())
+            .filter(|c| c.id == id && !c.is_dead())?;
+        Some((conn, &mut self.to_flush))
     }
 
     /// The one place a connection changes state; keeps the counts, the reap
@@ -173,26 +180,14 @@ impl Net {
 
 impl Effects for Net {
     fn send(&mut self, to: ConnId, frame: Bytes) {
-        let Net {
-            conns, to_flush, ..
-        } = self;
-        if let Some(conn) = conns
-            .get_mut(to.key())
-            .filter(|c| c.id == to && !c.is_dead())
-        {
+        if let Some((conn, to_flush)) = self.live_to_flush(to) {
             conn.push(frame, Kind::Control);
             conn.want_flush(to.key(), to_flush);
         }
     }
 
     fn send_json(&mut self, to: ConnId, write: impl FnOnce(&mut Vec<u8>)) {
-        let Net {
-            conns, to_flush, ..
-        } = self;
-        if let Some(conn) = conns
-            .get_mut(to.key())
-            .filter(|c| c.id == to && !c.is_dead())
-        {
+        if let Some((conn, to_flush)) = self.live_to_flush(to) {
             conn.outbound.write(|out| frame::append_text(out, write));
             conn.want_flush(to.key(), to_flush);
         }
