@@ -308,22 +308,12 @@ impl Reading<'_> {
                 conn.read_paused = true;
                 return;
             }
-            if budget == 0 {
-                self.net.again.push(key);
-                return;
-            }
-            let n = match io::read(&mut conn.socket, self.scratch) {
-                Io::Progress(n) => n,
-                Io::WouldBlock => return,
-                // Gone without a close frame, or failed: nothing to say to it.
-                Io::Closed | Io::Failed(_) => {
-                    self.net.kill(key);
-                    return;
-                }
+            let n = match self.read_some(key, &mut budget, usize::MAX) {
+                Read::Bytes(n) => n,
+                Read::Stop => return,
+                // Gone without a close frame: nothing to say to it.
+                Read::Eof => return self.net.kill(key),
             };
-            self.net.io.bytes_in += n as u64;
-            budget = budget.saturating_sub(n);
-            conn.last_seen = self.net.now;
             let open = self.decode(key, n);
             self.net.queue_flush(key);
             if !open {
