@@ -475,7 +475,8 @@ impl Core {
                         // it): the subscribers here are told, then get the
                         // new epoch from its start, as far as it is kept.
                         self.broker.install(topic, &snapshot.epoch, 0, Vec::new());
-                        self.epoch_changed(topic, &snapshot.epoch, ts, fx);
+                        let info = protocol::epoch_changed(topic, &snapshot.epoch, ts);
+                        self.tell_subscribers(topic, info, fx);
                         if first > 1 {
                             self.events_lost(topic, 1, first - 1, ts, fx);
                             if let Some(t) = self.broker.topic_mut(topic) {
@@ -563,22 +564,15 @@ impl Core {
     }
 
     fn events_lost(&mut self, topic: &str, from: u64, to: u64, ts: &str, fx: &mut impl Effects) {
-        let Some(t) = self.broker.topic(topic) else {
-            return;
-        };
-        let info = protocol::events_lost(topic, from, to, ts);
-        for sub in t.subscribers() {
-            fx.send(sub.conn, info.clone());
-        }
+        self.tell_subscribers(topic, protocol::events_lost(topic, from, to, ts), fx);
     }
 
-    fn epoch_changed(&mut self, topic: &str, epoch: &str, ts: &str, fx: &mut impl Effects) {
-        let Some(t) = self.broker.topic(topic) else {
-            return;
-        };
-        let info = protocol::epoch_changed(topic, epoch, ts);
-        for sub in t.subscribers() {
-            fx.send(sub.conn, info.clone());
+    /// An `info` notice to every subscriber of `topic` on this node.
+    fn tell_subscribers(&self, topic: &str, info: Bytes, fx: &mut impl Effects) {
+        if let Some(t) = self.broker.topic(topic) {
+            for sub in t.subscribers() {
+                fx.send(sub.conn, info.clone());
+            }
         }
     }
 
